@@ -1,0 +1,3 @@
+"""Compressors."""
+def compressor(spec, **kw): raise ValueError("not yet")
+def compressors(): return {}

@@ -1,0 +1,1 @@
+"""Job definitions shipped with hpcq (installed as ``hpcq.jobs``): TOML files only."""
