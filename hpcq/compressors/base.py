@@ -1,0 +1,403 @@
+"""The compressor interface, the self-describing wire header and the rotation prefix.
+
+Wire format of every encoded message (little-endian)
+-----------------------------------------------------
+======  ====  =========================================================
+offset  size  field
+======  ====  =========================================================
+0       4     magic ``b"HPCQ"``
+4       1     format version (:data:`FORMAT_VERSION`)
+5       1     codec id (each compressor class has a fixed one)
+6       2     flags: bit 0 = Hadamard-rotated, bits 8..12 = log2(block);
+              bits 1..7 codec-specific
+8       16    four uint32 codec parameters (bits, bucket, ...): what
+              decode needs; must equal the decoder's own
+24      4     uint32 per-message value (codec-specific, e.g. clip count)
+28      8     uint64 d, the length of the original vector
+36      8     uint64 seed (shared randomness is re-derived from it)
+44      4     uint32 step
+48      8     uint64 payload length in bytes
+56      4     CRC-32 of bytes 0..55
+60      ...   payload (codec-specific layout, documented per codec)
+======  ====  =========================================================
+
+The header costs :data:`HEADER_BYTES` = 60 bytes per message and is counted in
+:meth:`Compressor.wire_bytes`.  The payload starts 4-byte aligned, so fp32 scales
+placed first in a payload can be viewed without a copy.
+
+Randomness: ``encode(x, seed=, step=, rank=)`` derives three independent streams
+(:mod:`hpcq.kernels.rng`): *private* (seed, rank, step) for stochastic rounding
+and sampling, and *shared* (seed, step) ones for the rotation signs and for
+shared indices, which the decoder re-derives from the header's seed and step.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from hpcq.kernels import checks
+from hpcq.kernels.rng import PURPOSE_INDICES, PURPOSE_ROUNDING, PURPOSE_SIGNS, derive_key
+
+MAGIC = b"HPCQ"
+FORMAT_VERSION = 1
+_HEAD = struct.Struct("<4sBBH4IIQQIQ")
+_CRC = struct.Struct("<I")
+HEADER_BYTES = _HEAD.size + _CRC.size  # 60
+FLAG_ROTATED = 0x1
+_U32 = (1 << 32) - 1
+_U64 = (1 << 64) - 1
+
+#: Default rotation block: large enough to flatten coordinates well, small
+#: enough that the transform of one block stays in L2.
+DEFAULT_ROTATION_BLOCK = 1 << 12
+
+
+class NonFiniteInputError(ValueError):
+    """The vector to encode holds NaN or Inf (a bug upstream, never sent on the wire)."""
+
+
+class Keys(NamedTuple):
+    """The random-stream keys of one encode call (see module docstring)."""
+
+    private: np.uint64  # (seed, rank, step): stochastic rounding, sampling
+    indices: np.uint64  # (seed, step): shared indices / bit allocation
+    signs: np.uint64  # (seed, step): rotation signs
+
+    @staticmethod
+    def derive(seed: int, step: int, rank: int = 0) -> Keys:
+        """The keys for ``(seed, step, rank)``."""
+        return Keys(
+            derive_key(seed, PURPOSE_ROUNDING, step, rank),
+            derive_key(seed, PURPOSE_INDICES, step),
+            derive_key(seed, PURPOSE_SIGNS, step),
+        )
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a compressor spec (``name=value`` after the colon)."""
+
+    name: str
+    kind: type  # int, float, str or bool
+    default: Any
+    doc: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    #: Header slot (0..3) carrying this value to the decoder; None if decode does not need it.
+    slot: int | None = None
+
+    def to_word(self, v: Any) -> int:
+        """The value as the uint32 stored in its header slot."""
+        if self.choices is not None:
+            return self.choices.index(v)
+        if self.kind is float:
+            return float_bits(v)
+        return int(v) & _U32
+
+    def from_word(self, w: int) -> Any:
+        """Inverse of :meth:`to_word`; ValueError if the word is not a valid value."""
+        if self.choices is not None:
+            if w >= len(self.choices):
+                raise ValueError(f"header holds an invalid {self.name} ({w})")
+            return self.choices[w]
+        if self.kind is float:
+            return bits_float(w)
+        return bool(w) if self.kind is bool else int(w)
+
+    def parse(self, value: Any, owner: str) -> Any:
+        """Convert a spec string (or a Python value) and check range and choices."""
+        where = f"{owner}: parameter {self.name}"
+        try:
+            if self.kind is bool:
+                if isinstance(value, str):
+                    low = value.strip().lower()
+                    if low not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(value)
+                    v: Any = low in ("true", "1", "yes")
+                else:
+                    v = bool(value)
+            elif self.kind is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError(value)
+                v = int(value)
+            elif self.kind is float:
+                v = float(value)
+                if not np.isfinite(v):
+                    raise ValueError(value)
+            else:
+                v = str(value).strip()
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}={value!r} is not a valid {self.kind.__name__}") from None
+        if self.choices is not None and v not in self.choices:
+            raise ValueError(f"{where}={v!r}; valid: {', '.join(map(str, self.choices))}")
+        if self.minimum is not None and v < self.minimum:
+            raise ValueError(f"{where}={v!r} is below its minimum {self.minimum}")
+        if self.maximum is not None and v > self.maximum:
+            raise ValueError(f"{where}={v!r} is above its maximum {self.maximum}")
+        return v
+
+
+class Header(NamedTuple):
+    """A parsed message header."""
+
+    codec_id: int
+    flags: int
+    params: tuple[int, int, int, int]
+    aux: int
+    d: int
+    seed: int
+    step: int
+    payload_nbytes: int
+
+
+def parse_header(buf: np.ndarray) -> Header:
+    """Parse and verify the header of an encoded message; ValueError on anything wrong."""
+    if not isinstance(buf, np.ndarray) or buf.dtype != np.uint8 or buf.ndim != 1:
+        raise ValueError("an encoded message must be a 1-D numpy uint8 array")
+    if buf.shape[0] < HEADER_BYTES:
+        raise ValueError(f"truncated message: {buf.shape[0]} bytes, the header alone is "
+                         f"{HEADER_BYTES}")
+    raw = buf[:HEADER_BYTES].tobytes()
+    (magic, version, codec_id, flags, p0, p1, p2, p3, aux, d, seed, step,
+     plen) = _HEAD.unpack_from(raw)
+    if magic != MAGIC:
+        raise ValueError(f"not an hpcq message (magic {magic!r}, expected {MAGIC!r})")
+    (crc,) = _CRC.unpack_from(raw, _HEAD.size)
+    if crc != zlib.crc32(raw[: _HEAD.size]):
+        raise ValueError("corrupted message: header checksum mismatch")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"message format version {version}; this hpcq reads {FORMAT_VERSION}")
+    if buf.shape[0] != HEADER_BYTES + plen:
+        raise ValueError(f"message length {buf.shape[0]} does not match its header "
+                         f"({HEADER_BYTES} + {plen} payload bytes): truncated or padded")
+    return Header(codec_id, flags, (p0, p1, p2, p3), aux, d, seed, step, plen)
+
+
+def rotation_block_for(d: int, block: int) -> int:
+    """The block actually used for length ``d``: ``block``, or less for short vectors."""
+    b = 1
+    while b < d and b < block:
+        b <<= 1
+    return b
+
+
+class Compressor:
+    """Base class: one codec, its parameters, and the optional Hadamard rotation.
+
+    Subclasses set the class attributes and implement the ``_``-hooks; the
+    public methods here handle validation, the header, the rotation and errors.
+    Instances hold parameters only, never state (error feedback is separate).
+    """
+
+    name: ClassVar[str]
+    codec_id: ClassVar[int]
+    params: ClassVar[tuple[Param, ...]] = ()
+    #: One-line description (shown by ``hpcq compressors``).
+    summary: ClassVar[str] = ""
+
+    def __init__(self, *, rotation: int = 0, **values: Any) -> None:
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            valid = ", ".join(f"{p.name} (default {p.default!r})" for p in self.params) or "none"
+            raise ValueError(f"{self.name}: unknown parameter(s) {', '.join(unknown)}; "
+                             f"valid: {valid}")
+        self.p: dict[str, Any] = {
+            p.name: p.parse(values[p.name], self.name) if p.name in values else p.default
+            for p in self.params
+        }
+        if rotation < 0 or rotation & (rotation - 1):
+            raise ValueError(f"hadamard: block={rotation} must be a power of two")
+        if rotation > 1 << 24:
+            raise ValueError(f"hadamard: block={rotation} is above the maximum 2^24")
+        self.rotation = int(rotation)
+        self._validate()
+
+    # ----------------------------------------------------------- subclass hooks
+    def _validate(self) -> None:
+        """Check combinations of parameters; raise ValueError naming them."""
+
+    def _header_params(self) -> tuple[int, int, int, int]:
+        """The four uint32 parameters written in (and checked against) the header."""
+        words = [0, 0, 0, 0]
+        for p in self.params:
+            if p.slot is not None:
+                words[p.slot] = p.to_word(self.p[p.name])
+        return (words[0], words[1], words[2], words[3])
+
+    @classmethod
+    def params_from_header(cls, words: tuple[int, int, int, int]) -> dict[str, Any]:
+        """The parameters a header carries (the others take their defaults)."""
+        return {p.name: p.from_word(words[p.slot]) for p in cls.params if p.slot is not None}
+
+    def _payload_nbytes(self, n: int) -> int | None:
+        """Exact payload length for ``n`` (possibly padded) entries, or None if data-dependent."""
+        raise NotImplementedError
+
+    def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
+        """Encode float32 ``y`` into the payload view ``out``; return the aux word.
+
+        Must raise :class:`NonFiniteInputError` if ``y`` holds NaN/Inf.
+        """
+        raise NotImplementedError
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
+        """Decode ``n`` float32 entries from a payload whose length is already checked."""
+        raise NotImplementedError
+
+    @property
+    def unbiased(self) -> bool:
+        """True when E[decode(encode(x))] == x over the encoder's randomness."""
+        return False
+
+    # ------------------------------------------------------------ public API
+    @property
+    def spec(self) -> str:
+        """The canonical spec string, e.g. ``hadamard:block=4096+qsgd:bits=4,...``."""
+        body = ",".join(f"{k}={_fmt(v)}" for k, v in self.p.items())
+        inner = f"{self.name}:{body}" if body else self.name
+        return f"hadamard:block={self.rotation}+{inner}" if self.rotation else inner
+
+    def __repr__(self) -> str:
+        return f"compressor({self.spec!r})"
+
+    def _layout(self, d: int) -> tuple[int, int]:
+        """(rotation block or 0, number of encoded entries n) for length ``d``."""
+        if not self.rotation:
+            return 0, d
+        b = rotation_block_for(d, self.rotation)
+        return b, -(-d // b) * b
+
+    def wire_bytes(self, d: int) -> int | None:
+        """Exact length of :meth:`encode`'s output for a vector of length ``d`` (None: data-dependent)."""
+        if d < 0:
+            raise ValueError(f"d must be >= 0, got {d}")
+        pn = self._payload_nbytes(self._layout(d)[1])
+        return None if pn is None else HEADER_BYTES + pn
+
+    def bits_per_coordinate(self, d: int) -> float | None:
+        """Wire bits per input coordinate for length ``d``, header included."""
+        wb = self.wire_bytes(d)
+        return None if wb is None or d == 0 else 8.0 * wb / d
+
+    def describe(self) -> dict[str, Any]:
+        """Name, spec, parameters and properties, for result files and listings."""
+        return {
+            "name": self.name,
+            "spec": self.spec,
+            "params": dict(self.p),
+            "rotation_block": self.rotation,
+            "unbiased": self.unbiased,
+            "header_bytes": HEADER_BYTES,
+            "bits_per_coordinate_d1M": self.bits_per_coordinate(1 << 20),
+        }
+
+    def encode(self, x: np.ndarray, *, seed: int = 0, step: int = 0, rank: int = 0) -> np.ndarray:
+        """Encode the 1-D float vector ``x`` into a self-describing uint8 message."""
+        x_in = x
+        x = _as_vector(x, self.name)
+        d = x.shape[0]
+        if not (0 <= seed <= _U64 and 0 <= step <= _U32 and rank >= 0):
+            raise ValueError(f"seed must be in [0, 2^64), step in [0, 2^32) and rank >= 0; "
+                             f"got seed={seed}, step={step}, rank={rank}")
+        keys = Keys.derive(seed, step, rank)
+        block, n = self._layout(d)
+        y = x if not block else _hadamard().rotate(x, block, keys.signs)
+        pn = self._payload_nbytes(n)
+        if pn is None:  # pragma: no cover - variable-length codecs override encode paths
+            raise NotImplementedError(f"{self.name} has a data-dependent length")
+        out = np.empty(HEADER_BYTES + pn, dtype=np.uint8)
+        try:
+            aux = self._encode_into(y, out[HEADER_BYTES:], keys)
+        except NonFiniteInputError:
+            i = checks.first_nonfinite(x)
+            what = "is not finite" if not np.isfinite(x_in[i]) else "overflows float32"
+            raise NonFiniteInputError(
+                f"{self.name}: x[{i}] = {x_in[i]} {what}; NaN/Inf gradients are never encoded"
+            ) from None
+        flags = (FLAG_ROTATED | (block.bit_length() - 1) << 8) if block else 0
+        self._write_header(out, flags, aux, d, seed, step, pn)
+        return out
+
+    def _write_header(self, out: np.ndarray, flags: int, aux: int, d: int, seed: int,
+                      step: int, pn: int) -> None:
+        head = _HEAD.pack(MAGIC, FORMAT_VERSION, self.codec_id, flags, *self._header_params(),
+                          aux & _U32, d, seed, step, pn)
+        out[: _HEAD.size] = np.frombuffer(head, dtype=np.uint8)
+        out[_HEAD.size:HEADER_BYTES] = np.frombuffer(_CRC.pack(zlib.crc32(head)), dtype=np.uint8)
+
+    def decode(self, buf: np.ndarray) -> np.ndarray:
+        """Decode a message made by :meth:`encode` of an equal compressor; float32 of length d."""
+        h = parse_header(buf)
+        if h.codec_id != self.codec_id:
+            raise ValueError(f"message was encoded by codec id {h.codec_id} "
+                             f"({_codec_name(h.codec_id)}), not by {self.name}")
+        if h.params != self._header_params():
+            raise ValueError(f"message parameters {h.params} differ from this decoder's "
+                             f"{self._header_params()} ({self.spec})")
+        block, n = self._layout(h.d)
+        want_flags = (FLAG_ROTATED | (block.bit_length() - 1) << 8) if block else 0
+        if h.flags & 0x1F01 != want_flags:
+            raise ValueError(f"message rotation flags {h.flags:#x} do not match {self.spec}")
+        pn = self._payload_nbytes(n)
+        if pn is not None and pn != h.payload_nbytes:
+            raise ValueError(f"payload is {h.payload_nbytes} bytes; {self.spec} with d={h.d} "
+                             f"takes {pn}")
+        keys = Keys.derive(h.seed, h.step)
+        y = self._decode_payload(buf[HEADER_BYTES:], n, keys, h.aux)
+        if y.shape != (n,) or y.dtype != np.float32:  # pragma: no cover - a codec bug
+            raise RuntimeError(f"{self.name} decoded {y.shape} {y.dtype}, expected ({n},) float32")
+        if block:
+            y = _hadamard().unrotate(y, block, keys.signs, h.d)
+        return y
+
+
+def _hadamard() -> Any:
+    # imported on first use: the rotation kernels are compiled only when a spec asks for them
+    from hpcq.kernels import hadamard
+
+    return hadamard
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _codec_name(codec_id: int) -> str:
+    from hpcq.compressors import REGISTRY
+
+    for name, cls in REGISTRY.items():
+        if cls.codec_id == codec_id:
+            return name
+    return "unknown"
+
+
+def _as_vector(x: Any, owner: str) -> np.ndarray:
+    """``x`` as a C-contiguous 1-D float32 array (float64 converted), or a clear error."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{owner}: x must be a numpy array, got {type(x).__name__}")
+    if x.ndim != 1:
+        raise ValueError(f"{owner}: x must be 1-D (flatten the gradient), got shape {x.shape}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{owner}: x must be float32 or float64, got {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def float_bits(v: float) -> int:
+    """The IEEE float32 bit pattern of ``v`` (to store a float in a uint32 header slot)."""
+    return int(np.array(v, dtype=np.float32).view(np.uint32))
+
+
+def bits_float(b: int) -> float:
+    """Inverse of :func:`float_bits`."""
+    return float(np.array(b, dtype=np.uint32).view(np.float32))

@@ -1,0 +1,89 @@
+"""Uncompressed baselines: fp32 (identity), fp16 and bf16 casts.
+
+Payloads: ``d`` little-endian float32 / IEEE binary16 / bfloat16 values.  The
+casts are deterministic (round to nearest even) and biased only by rounding.
+A value outside fp16's range (|x| > 65504) is an error, never a silent Inf.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpcq.compressors import REGISTRY
+from hpcq.compressors.base import Compressor, Keys, NonFiniteInputError
+from hpcq.kernels import cast, checks
+
+FP16_MAX = 65504.0
+
+
+@REGISTRY.register("fp32")
+class FP32(Compressor):
+    """No compression: the float32 values themselves (the Allreduce baseline's payload)."""
+
+    name = "fp32"
+    codec_id = 1
+    summary = "identity: 32 bits per coordinate"
+
+    @property
+    def unbiased(self) -> bool:
+        return True
+
+    def _payload_nbytes(self, n: int) -> int:
+        return 4 * n
+
+    def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
+        _, bad = checks.maxabs_nonfinite(y)
+        if bad:
+            raise NonFiniteInputError
+        out.view(np.float32)[:] = y
+        return 0
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
+        return payload.view(np.float32).copy()
+
+
+@REGISTRY.register("fp16")
+class FP16(Compressor):
+    """IEEE half precision: 16 bits per coordinate, |x| <= 65504."""
+
+    name = "fp16"
+    codec_id = 2
+    summary = "IEEE binary16 cast (round to nearest even); |x| must be <= 65504"
+
+    def _payload_nbytes(self, n: int) -> int:
+        return 2 * n
+
+    def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
+        m, bad = checks.maxabs_nonfinite(y)
+        if bad:
+            raise NonFiniteInputError
+        if m > FP16_MAX:
+            raise ValueError(f"fp16: max |x| = {m:.6g} exceeds the fp16 range ({FP16_MAX}); "
+                             f"scale the vector or use bf16")
+        out.view(np.float16)[:] = y
+        return 0
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
+        return payload.view(np.float16).astype(np.float32)
+
+
+@REGISTRY.register("bf16")
+class BF16(Compressor):
+    """bfloat16: float32's exponent range with 8 bits of mantissa, 16 bits per coordinate."""
+
+    name = "bf16"
+    codec_id = 3
+    summary = "bfloat16 cast (round to nearest even): fp32 range, 8-bit mantissa"
+
+    def _payload_nbytes(self, n: int) -> int:
+        return 2 * n
+
+    def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
+        if cast.to_bf16(y, out.view(np.uint16)):
+            if checks.first_nonfinite(y) < 0:
+                raise ValueError("bf16: a value rounds past the largest bfloat16 (3.39e38)")
+            raise NonFiniteInputError
+        return 0
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
+        return cast.from_bf16(payload.view(np.uint16))
