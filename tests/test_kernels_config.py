@@ -1,0 +1,41 @@
+"""Kernel conventions that a reviewer would otherwise check by eye (style practice 2)."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from hpcq.kernels import rng
+
+KERNELS = Path(__file__).resolve().parent.parent / "kernels"
+
+
+def test_no_kernel_hard_codes_numeric_flags():
+    """fastmath/parallel come from kernels/_config.py only."""
+    offenders = []
+    for path in KERNELS.glob("*.py"):
+        if path.name == "_config.py":
+            continue
+        text = path.read_text()
+        if re.search(r"\b(fastmath|parallel)\s*=", text):
+            offenders.append(path.name)
+    assert not offenders, f"kernels that set fastmath/parallel themselves: {offenders}"
+
+
+def test_no_top_level_kernels_import():
+    root = KERNELS.parent
+    pat = re.compile(r"^\s*(from|import)\s+kernels\b", re.M)
+    files = [p for d in ("hpcq", "kernels", "analysis", "jobs", "tests")
+             for p in (root / d).rglob("*.py")]
+    bad = [str(p.relative_to(root)) for p in files if pat.search(p.read_text(errors="ignore"))]
+    assert not bad, f"`import kernels` found in {bad}; import hpcq.kernels instead"
+
+
+def test_rng_matches_python_twin_and_keys_differ():
+    key = rng.derive_key(7, rng.PURPOSE_ROUNDING, 3, 1)
+    assert int(rng.bits64(key, 0)) == rng.bits64_py(int(key), 0)
+    assert int(rng.bits64(key, 12345)) == rng.bits64_py(int(key), 12345)
+    assert rng.derive_key(1, 2) != rng.derive_key(2, 1)
+    u = np.array([rng.uniform24(key, i) for i in range(4000)], dtype=np.float32)
+    assert 0.0 <= u.min() and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.02
