@@ -390,7 +390,8 @@ def _as_vector(x: Any, owner: str) -> np.ndarray:
         raise ValueError(f"{owner}: x must be 1-D (flatten the gradient), got shape {x.shape}")
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"{owner}: x must be float32 or float64, got {x.dtype}")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a float64 beyond float32 range becomes Inf, caught later
+        return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def float_bits(v: float) -> int:
