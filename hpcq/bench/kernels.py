@@ -1,0 +1,275 @@
+"""``hpcq bench kernels``: encode/decode throughput of every codec, single process.
+
+For each size d (outer loop) the run measures a plain memory copy
+(``np.copyto`` of d float32), then for each compressor: the first encode and
+decode (compilation or cache load + run, recorded apart), ``warmup`` untimed
+calls (kept), then ``repeats`` timed encodes and decodes through the public API
+(``time.perf_counter``), and the same for the straightforward NumPy version of
+the scheme (:mod:`hpcq.bench.numpy_ref`) where there is one.  Throughput is in
+input-GB/s (4 bytes per float32 element, 10^9 bytes).  Each compressor also
+reports its achieved bits per coordinate and the NMSE
+``||decode(encode(x)) - x||^2 / ||x||^2`` of one message of a fixed random
+normal vector.
+
+Cases written (see :mod:`hpcq.store`): kind ``kernels.memcpy`` per d (dataset
+``copy_s``); kind ``kernels`` per compressor and d (datasets ``encode_first_s``,
+``decode_first_s``, ``encode_warmup_s``, ``decode_warmup_s``, ``encode_s``,
+``decode_s`` and, with a reference, ``numpy_encode_s``, ``numpy_decode_s``; all
+in seconds; attributes spec, d, repeats, warmup, threads, wire_bytes,
+bits_per_coordinate, nmse and the compressor's description).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from hpcq.bench import BENCHES, Bench, Progress, resolve_compressors
+from hpcq.bench.numpy_ref import reference
+from hpcq.compressors import Compressor
+
+#: A useful spread: casts, 8..1-bit scalar quantizers, rotation, sparsifiers, vqSGD, DQ-GD's.
+DEFAULT_SPECS = (
+    "fp16", "bf16", "qsgd:bits=8", "qsgd:bits=4", "uniform:bits=4", "uniform:bits=2", "sign",
+    "terngrad", "hadamard+qsgd:bits=2", "hadamard+sign:scale=drive", "topk:ratio=0.01",
+    "randk:ratio=0.01", "vqsgd:reps=8", "fixedrange:bits=3,range=1",
+)
+DEFAULT_SIZES = "12:24:2"
+LEGEND = ("input-GB/s (4 bytes per element), median (min-max); x memcpy: fraction of the "
+          "memory-copy bandwidth, x numpy: speed-up over NumPy, both measured in this run")
+
+#: A case: (kind, label, attributes, datasets as name -> (values, unit)).
+OnCase = Callable[[str, str, dict[str, Any], dict[str, tuple[Any, str]]], object]
+
+
+def parse_sizes(text: str) -> list[int]:
+    """Vector lengths from ``"lo:hi[:step]"`` (log2, inclusive) or ``"12,16,20"`` (log2 list)."""
+    try:
+        if ":" in text:
+            parts = [int(p) for p in text.split(":")]
+            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1):
+                raise ValueError(text)
+            logs = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
+        else:
+            logs = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"--sizes {text!r}: expected log2 sizes as LO:HI[:STEP] or a comma "
+                         f"list, e.g. 12:24 or 12,16,20") from None
+    if not logs or min(logs) < 0 or max(logs) > 30:
+        raise ValueError(f"--sizes {text!r}: log2 sizes must lie in 0..30")
+    return [1 << k for k in logs]
+
+
+def repeats_for(d: int, repeats: int) -> int:
+    """Timed repeats at size ``d``: all of ``repeats`` up to 2^20, fewer above (at least 3)."""
+    return max(min(repeats, 3), min(repeats, repeats * (1 << 20) // max(d, 1)))
+
+
+def compile_kernels(comps: Sequence[Compressor], sizes: Sequence[int] = ()) -> float:
+    """Run every codec once on the code paths ``sizes`` will take; return the seconds spent.
+
+    Compiles (or loads from the numba cache) the serial kernels, and the
+    parallel ones when a size reaches the parallel threshold and numba has more
+    than one thread, so that later timed runs and other ranks find them cached.
+    """
+    import numba
+
+    from hpcq.kernels._config import PARALLEL_MIN_ELEMENTS
+
+    lengths = [1000]
+    if numba.get_num_threads() > 1 and any(d >= PARALLEL_MIN_ELEMENTS for d in sizes):
+        lengths.append(PARALLEL_MIN_ELEMENTS)
+    t0 = time.perf_counter()
+    for d in lengths:
+        x = np.random.default_rng(0).standard_normal(d).astype(np.float32)
+        for c in comps:
+            c.decode(c.encode(x))
+    return time.perf_counter() - t0
+
+
+def _samples(fn: Callable[[], Any], n: int) -> np.ndarray:
+    out = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - t0
+    return out
+
+
+def _gbs(d: int, seconds: np.ndarray) -> tuple[float, float, float]:
+    """(median, min, max) input-GB/s from per-call seconds."""
+    gb = 4.0 * d / 1e9
+    return gb / float(np.median(seconds)), gb / float(seconds.max()), gb / float(seconds.min())
+
+
+def measure(comp: Compressor, x: np.ndarray, *, repeats: int, warmup: int, seed: int
+            ) -> tuple[dict[str, Any], dict[str, tuple[Any, str]]]:
+    """Time ``comp`` on ``x`` (and its NumPy reference); return (attributes, datasets)."""
+    import numba
+
+    d = x.shape[0]
+    t0 = time.perf_counter()
+    buf = comp.encode(x, seed=seed)
+    t1 = time.perf_counter()
+    y = comp.decode(buf)
+    t2 = time.perf_counter()
+    x64 = x.astype(np.float64)
+    nmse = float(np.sum((y - x64) ** 2) / max(float(np.dot(x64, x64)), 1e-300))
+    data: dict[str, tuple[Any, str]] = {
+        "encode_first_s": (t1 - t0, "s"), "decode_first_s": (t2 - t1, "s"),
+        "encode_warmup_s": (_samples(lambda: comp.encode(x, seed=seed), warmup), "s"),
+        "decode_warmup_s": (_samples(lambda: comp.decode(buf), warmup), "s"),
+        "encode_s": (_samples(lambda: comp.encode(x, seed=seed), repeats), "s"),
+        "decode_s": (_samples(lambda: comp.decode(buf), repeats), "s"),
+    }
+    ref = reference(comp, x, seed)
+    if ref is not None:
+        payload = ref.encode(x)
+        ref.decode(payload)  # one untimed call each: page faults, NumPy's own caches
+        data["numpy_encode_s"] = (_samples(lambda: ref.encode(x), repeats), "s")
+        data["numpy_decode_s"] = (_samples(lambda: ref.decode(payload), repeats), "s")
+    attrs = {
+        "spec": comp.spec, "d": d, "log2_d": int(d).bit_length() - 1, "repeats": repeats,
+        "warmup": warmup, "seed": seed, "threads": int(numba.get_num_threads()),
+        "wire_bytes": int(buf.shape[0]), "bits_per_coordinate": 8.0 * buf.shape[0] / d,
+        "nmse": nmse, "numpy_reference": ref is not None, "compressor": comp.describe(),
+    }
+    return attrs, data
+
+
+def run(specs: Sequence[tuple[str, Compressor]], sizes: Sequence[int], *, repeats: int = 10,
+        warmup: int = 2, seed: int = 0, on_case: OnCase | None = None,
+        progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Benchmark every (label, compressor) at every size; return one summary row each.
+
+    ``on_case`` receives every completed case (to store it at once),
+    ``progress`` the label of each (:class:`hpcq.bench.Progress`); there are
+    ``len(sizes) * (len(specs) + 1)`` cases.  Rows: label, d, bits, nmse, encode/decode
+    GB/s (median, min, max), their ratios to memcpy and to NumPy, first-call seconds.
+    """
+    rows: list[dict[str, Any]] = []
+    full = np.random.default_rng(seed).standard_normal(max(sizes)).astype(np.float32)
+
+    def emit(kind: str, label: str, attrs: dict[str, Any],
+             data: dict[str, tuple[Any, str]]) -> None:
+        if on_case is not None:
+            on_case(kind, label, attrs, data)
+        if progress is not None:
+            progress(label)
+
+    for d in sizes:
+        x, dst = full[:d], np.empty(d, dtype=np.float32)
+        reps, log2 = repeats_for(d, repeats), d.bit_length() - 1
+        np.copyto(dst, x)  # first touch of dst outside the timing
+        copy_s = _samples(lambda: np.copyto(dst, x), reps)  # noqa: B023 - called right here
+        memcpy = _gbs(d, copy_s)
+        rows.append({"label": "memcpy (np.copyto)", "d": d, "enc": memcpy})
+        emit("kernels.memcpy", f"memcpy d=2^{log2}", {"d": d, "repeats": reps,
+             "gbs_median": memcpy[0]}, {"copy_s": (copy_s, "s")})
+        for label, comp in specs:
+            attrs, data = measure(comp, x, repeats=reps, warmup=warmup, seed=seed)
+            attrs["spec_given"] = label
+            rows.append(_row(label, d, attrs, data, memcpy[0]))
+            emit("kernels", f"{label} d=2^{log2}", attrs, data)
+    return rows
+
+
+def _row(label: str, d: int, attrs: dict[str, Any], data: dict[str, tuple[Any, str]],
+         memcpy: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"label": label, "d": d, "bits": attrs["bits_per_coordinate"],
+                           "nmse": attrs["nmse"], "first": data["encode_first_s"][0]
+                           + data["decode_first_s"][0]}
+    for side in ("enc", "dec"):
+        own = data[f"{'encode' if side == 'enc' else 'decode'}_s"][0]
+        row[side] = _gbs(d, own)
+        row[f"{side}_x_memcpy"] = row[side][0] / memcpy
+        ref = data.get(f"numpy_{'encode' if side == 'enc' else 'decode'}_s")
+        row[f"{side}_x_numpy"] = (float(np.median(ref[0]) / np.median(own))
+                                  if ref is not None else None)
+    return row
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows of :func:`run` as an aligned text table (one line per compressor and size)."""
+    def ratio(v: float | None) -> str:
+        return f"{v:8.2f}" if v is not None else f"{'-':>8}"
+
+    head = (f"{'# compressor':<28}{'log2 d':>6}{'bits/c':>8}{'NMSE':>10}"
+            f"{'enc GB/s':>10}{'(min-max)':>14}{'x memcpy':>9}{'x numpy':>8}"
+            f"{'dec GB/s':>10}{'(min-max)':>14}{'x memcpy':>9}{'x numpy':>8}{'first s':>9}")
+    lines = [head]
+    for r in rows:
+        lo2 = r["d"].bit_length() - 1
+        enc = r["enc"]
+        if "bits" not in r:  # the memory-copy reference row
+            lines.append(f"{r['label']:<28}{lo2:>6}{'-':>8}{'-':>10}{enc[0]:>10.2f}"
+                         f"{f'{enc[1]:.1f}-{enc[2]:.1f}':>14}")
+            continue
+        dec = r["dec"]
+        lines.append(
+            f"{r['label'][:27]:<28}{lo2:>6}{r['bits']:>8.4g}{r['nmse']:>10.2e}"
+            f"{enc[0]:>10.2f}{f'{enc[1]:.2f}-{enc[2]:.2f}':>14}{ratio(r['enc_x_memcpy'])}"
+            f"{ratio(r['enc_x_numpy'])}{dec[0]:>10.2f}{f'{dec[1]:.2f}-{dec[2]:.2f}':>14}"
+            f"{ratio(r['dec_x_memcpy'])}{ratio(r['dec_x_numpy'])}{r['first']:>9.3f}")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``hpcq bench kernels``."""
+    p.add_argument("--compressors", nargs="+", metavar="SPEC",
+                   help="compressor specs (default: a spread of the registered codecs)")
+    p.add_argument("--sizes", default=DEFAULT_SIZES,
+                   help=f"log2 vector lengths, LO:HI[:STEP] inclusive or a comma list "
+                        f"(default {DEFAULT_SIZES})")
+    p.add_argument("--repeats", type=int, default=10,
+                   help="timed calls per case; fewer above d=2^20 (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
+    p.add_argument("--threads", type=int, help="numba threads (default: NUMBA_NUM_THREADS)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the input vector and codecs")
+    p.add_argument("-o", "--output", metavar="FILE.h5", help="write the results to this file")
+    p.add_argument("--append", action="store_true", help="add to an existing output file")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``hpcq bench kernels``."""
+    import numba
+
+    if args.repeats < 1 or args.warmup < 0:
+        raise ValueError("--repeats must be >= 1 and --warmup >= 0")
+    sizes = parse_sizes(args.sizes)
+    if args.threads is not None:
+        most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+        if not 1 <= args.threads <= most:
+            raise ValueError(f"--threads {args.threads}: must be 1..{most} (NUMBA_NUM_THREADS)")
+        numba.set_num_threads(args.threads)
+    specs, notes = resolve_compressors(args.compressors or DEFAULT_SPECS,
+                                       skip_unavailable=args.compressors is None)
+    for note in notes:
+        print(f"hpcq: note: {note}", file=sys.stderr)
+    on_case: OnCase | None = None
+    store = None
+    if args.output:
+        from mpi4py import MPI
+
+        from hpcq import provenance
+        from hpcq.store import ResultFile
+
+        prov = provenance.collect(MPI.COMM_SELF, command_line=getattr(args, "command_line", None))
+        store = ResultFile(args.output, prov, append=args.append)
+        on_case = store.write_case
+    rows = run(specs, sizes, repeats=args.repeats, warmup=args.warmup, seed=args.seed,
+               on_case=on_case, progress=Progress(len(sizes) * (len(specs) + 1)))
+    print(f"# hpcq bench kernels, {numba.get_num_threads()} numba thread(s): {LEGEND}")
+    print(format_table(rows))
+    if store is not None:
+        store.close()
+        print(f"# results written to {args.output}")
+    return 0
+
+
+BENCHES.register("kernels")(Bench("encode/decode throughput of every codec", add_arguments, main))

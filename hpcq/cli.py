@@ -1,0 +1,223 @@
+"""The ``hpcq`` command: subcommands registered in a plain dict, rank-aware errors.
+
+``main()`` is the only place in hpcq that touches ``MPI.COMM_WORLD``.  Any
+exception ends as one line ``hpcq: error: ...`` (prefixed ``[rank R]`` under
+mpiexec; the traceback only with ``--debug``) and, when more than one rank
+runs, ``MPI.COMM_WORLD.Abort`` so the other ranks never hang.  Errors every
+rank knows alike (:class:`hpcq.runner.JobError`, e.g. a bad job file) are
+printed once and every rank exits with the same code, no abort needed.
+Exit codes: 0 success, 2 bad input, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from hpcq._version import __version__
+from hpcq.registry import Registry
+
+BAD_INPUT = (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError)
+
+
+class Arg(NamedTuple):
+    """One argparse argument: flags and keyword arguments of ``add_argument``."""
+
+    flags: tuple[str, ...]
+    kwargs: dict[str, Any]
+
+
+def arg(*flags: str, **kwargs: Any) -> Arg:
+    """An :class:`Arg` (reads like ``parser.add_argument``)."""
+    return Arg(flags, kwargs)
+
+
+class Command(NamedTuple):
+    """A subcommand: help line, how to add its arguments, what it runs."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: Registry[Command] = Registry("command")
+
+
+def command(name: str, help: str, *args: Arg) -> Callable[[Callable[[argparse.Namespace], int]],
+                                                           Callable[[argparse.Namespace], int]]:
+    """Register the decorated ``fn(args) -> exit code`` as ``hpcq NAME``."""
+    def configure(p: argparse.ArgumentParser) -> None:
+        for a in args:
+            p.add_argument(*a.flags, **a.kwargs)
+
+    def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS.register(name)(Command(help, configure, fn))
+        return fn
+
+    return deco
+
+
+@command("compressors", "list every registered compressor",
+         arg("--json", action="store_true", help="print JSON instead of a table"))
+def cmd_compressors(args: argparse.Namespace) -> int:
+    from hpcq.compressors import compressors
+
+    listing = compressors()
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    print(f"{'# name':<12}{'unbiased':<10}{'bits/coord (d=2^20)':<21}parameters (default; choices)")
+    for name, info in listing.items():
+        params = "; ".join(
+            f"{k}={v['default']}" + (f" ({'|'.join(map(str, v['choices']))})" if v.get("choices")
+                                     else "")
+            for k, v in info["params"].items()) or "-"
+        bits = info["bits_per_coordinate_d1M"]
+        print(f"{name:<12}{'yes' if info['unbiased'] else 'no':<10}"
+              f"{'variable' if bits is None else f'{bits:.3f}':<21}{params}")
+    print("# prefix: hadamard[:block=N]+SPEC rotates before encoding, e.g. hadamard+qsgd:bits=2")
+    return 0
+
+
+def _configure_bench(p: argparse.ArgumentParser) -> None:
+    from hpcq.bench import BENCHES
+
+    sub = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    for name, bench in BENCHES.items():
+        bench.add_arguments(sub.add_parser(name, help=bench.summary,
+                                           description=bench.summary))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from hpcq.bench import BENCHES
+
+    return BENCHES.get(args.bench).main(args)
+
+
+COMMANDS.register("bench")(Command("run a benchmark (hpcq bench kernels -h)", _configure_bench,
+                                   cmd_bench))
+
+
+@command("run", "run a job file (default: the embedded default job) on all MPI ranks",
+         arg("job", nargs="?", metavar="JOB.toml", help="job file (default: embedded default)"),
+         arg("-o", "--output", metavar="FILE.h5", help="result file (overrides [job] output)"),
+         arg("--append", action="store_true", help="add to an existing result file"),
+         arg("--dry-run", action="store_true", help="print the cases and exit"))
+def cmd_run(args: argparse.Namespace) -> int:
+    from mpi4py import MPI
+
+    from hpcq.runner import run_job
+
+    return run_job(MPI.COMM_WORLD, args.job, output=args.output, append=args.append,
+                   dry_run=args.dry_run, command_line=args.command_line)
+
+
+@command("warmup", "compile the kernels of the given (or default) compressors into the cache",
+         arg("--compressors", nargs="+", metavar="SPEC",
+             help="specs (default: those of hpcq bench kernels and of the default job)"),
+         arg("--sizes", default="10", help="log2 lengths the runs will use; at 18 or more "
+             "the parallel kernels are compiled too when numba has > 1 thread (default 10)"))
+def cmd_warmup(args: argparse.Namespace) -> int:
+    import numba
+
+    from hpcq.bench import kernels, resolve_compressors
+    from hpcq.runner import load_job
+
+    specs = args.compressors
+    if specs is None:
+        job = load_job(None)[0]
+        specs = [*kernels.DEFAULT_SPECS, *(job.kernels.compressors if job.kernels else ()),
+                 *(job.mean.compressors if job.mean else ())]
+    comps, notes = resolve_compressors(specs, skip_unavailable=args.compressors is None)
+    for note in notes:
+        print(f"hpcq: note: {note}", file=sys.stderr)
+    seconds = kernels.compile_kernels([c for _, c in comps], kernels.parse_sizes(args.sizes))
+    cache = os.environ.get("NUMBA_CACHE_DIR") or "beside the installed kernels (__pycache__)"
+    print(f"hpcq: {len(comps)} compressors ready in {seconds:.1f} s "
+          f"({numba.get_num_threads()} numba threads; cache {cache})")
+    return 0
+
+
+@command("info", "versions, MPI library, numba threads, CPU")
+def cmd_info(args: argparse.Namespace) -> int:
+    import numba
+    from mpi4py import MPI
+
+    from hpcq import provenance
+
+    print(f"hpcq {__version__} ({Path(__file__).resolve().parent})")
+    print(f"python {sys.version.split()[0]} ({sys.executable})")
+    print("dependencies", provenance.software_dependencies().replace(";", " "))
+    print(f"mpi4py built for MPI {'.'.join(map(str, MPI.Get_version()))}: "
+          f"{MPI.Get_library_version().splitlines()[0].strip()}")
+    print(f"MPI ranks in this launch: {MPI.COMM_WORLD.Get_size()}")
+    layer = numba.config.THREADING_LAYER  # type: ignore[attr-defined]
+    print(f"numba threads {numba.get_num_threads()} (NUMBA_NUM_THREADS="
+          f"{os.environ.get('NUMBA_NUM_THREADS', 'unset')}), threading layer {layer}, "
+          f"cache {os.environ.get('NUMBA_CACHE_DIR', 'default')}")
+    print(f"cpu {provenance.cpu_model()}, {os.cpu_count()} logical cores")
+    git = provenance.git_state()
+    if git:
+        print(f"git {git['git_commit']}{' (dirty)' if git['git_dirty'] else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``hpcq`` with every registered command."""
+    p = argparse.ArgumentParser(prog="hpcq", description="Communication-compressed distributed "
+                                "optimization on real MPI ranks.")
+    p.add_argument("--version", action="version", version=f"hpcq {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        cmd.configure(sub.add_parser(name, help=cmd.help, description=cmd.help))
+    return p
+
+
+def _world() -> tuple[int, int, Any]:
+    """(rank, size, COMM_WORLD or None) without initialising MPI if nothing did yet."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        w = mpi.COMM_WORLD
+        return w.Get_rank(), w.Get_size(), w
+    # not initialised (e.g. `hpcq compressors` under mpiexec): the launcher's variables
+    env = os.environ
+    rank = env.get("PMI_RANK") or env.get("OMPI_COMM_WORLD_RANK") or env.get("PMIX_RANK") or "0"
+    size = env.get("PMI_SIZE") or env.get("OMPI_COMM_WORLD_SIZE") or "1"
+    return int(rank), int(size), None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hpcq`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        args.command_line = ["hpcq", *argv]  # recorded in result files
+        return COMMANDS.get(args.command).run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - every error ends as one line (and an abort)
+        from hpcq.runner import JobError
+
+        rank, size, world = _world()
+        code = 2 if isinstance(e, BAD_INPUT) else 1
+        text = (str(e) if not isinstance(e, KeyError) else f"missing key {e}").strip()
+        text = " ".join(text.splitlines())  # one line, whatever the exception says
+        if debug:
+            traceback.print_exc()
+        if isinstance(e, JobError):  # every rank raised it: print once, exit alike
+            if rank == 0:
+                print(f"hpcq: error: {text}", file=sys.stderr, flush=True)
+            return code
+        prefix = f"[rank {rank}] " if size > 1 else ""
+        print(f"{prefix}hpcq: error: {text or type(e).__name__}", file=sys.stderr, flush=True)
+        if world is not None and size > 1:
+            world.Abort(code)
+        return code

@@ -1,0 +1,79 @@
+"""QSGD: s levels per sign, scaled by each bucket's l2 (or l_inf) norm.
+
+``qsgd:bits=b (or s=levels),bucket=512,norm=l2|linf,rounding=stochastic|nearest``.
+``q_i = norm * sgn(x_i) * xi_i`` with ``xi_i`` in ``{0, 1/s, ..., 1}``; stochastic
+rounding between the two nearest levels makes it unbiased with
+``E||Q(v) - v||^2 <= min(d/s^2, sqrt(d)/s) ||v||^2`` per bucket (l2).  The 2s+1
+values take ``bits = ceil(log2(2s + 1))`` bits: ``bits=b`` means ``s = 2^(b-1) - 1``
+(default bits=4, s=7), ``s=`` sets bits, and both must agree.  ``bucket=0`` is one
+norm for the whole vector (ECQ-SGD's quantizer: ``qsgd:s=4,bucket=0``).
+
+Payload layout: one float32 norm per bucket, then the codes ``c = s + s q_i / norm``
+(0..2s) of ``bits`` bits, LSB-first in groups of 8.  Codes above 2s are rejected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpcq.compressors import REGISTRY
+from hpcq.compressors.base import Compressor, Keys, NonFiniteInputError, Param
+from hpcq.compressors.uniform import check_bucket
+from hpcq.kernels import quantize
+
+NORMS = {"l2": quantize.L2, "linf": quantize.MAXABS}
+DEFAULT_BITS = 4
+
+
+@REGISTRY.register("qsgd")
+class QSGD(Compressor):
+    """QSGD with s levels and a per-bucket norm."""
+
+    name = "qsgd"
+    codec_id = 11
+    summary = "QSGD: norm * sign * {0, 1/s, ..., 1}, unbiased, per-bucket l2 or linf norm"
+    params = (
+        Param("bits", int, None, "bits per entry (2..8; s = 2^(bits-1) - 1); "
+              f"default {DEFAULT_BITS} unless s is given", minimum=2, maximum=8),
+        Param("s", int, None, "non-zero levels per sign (1..127); bits = ceil(log2(2s+1))",
+              minimum=1, maximum=127, slot=0),
+        Param("bucket", int, 512, "entries per norm (0: one norm for the whole vector)",
+              minimum=0, slot=1),
+        Param("norm", str, "l2", "scale of each bucket", choices=tuple(NORMS), slot=2),
+        Param("rounding", str, "stochastic", "stochastic (unbiased) or nearest",
+              choices=("stochastic", "nearest")),
+    )
+
+    def _validate(self) -> None:
+        check_bucket(self.name, self.p["bucket"])
+        bits, s = self.p["bits"], self.p["s"]
+        if s is None:
+            bits = DEFAULT_BITS if bits is None else bits
+            s = (1 << (bits - 1)) - 1
+        elif bits is None:
+            bits = quantize.code_width(2 * s + 1)
+        elif quantize.code_width(2 * s + 1) != bits:
+            raise ValueError(f"qsgd: bits={bits} and s={s} disagree: s={s} takes "
+                             f"{quantize.code_width(2 * s + 1)} bits, bits={bits} gives "
+                             f"s={(1 << (bits - 1)) - 1}; give one of them")
+        self.p["bits"], self.p["s"] = bits, s
+
+    @property
+    def unbiased(self) -> bool:
+        return bool(self.p["rounding"] == "stochastic")
+
+    def _layout_args(self) -> dict[str, int]:
+        return {"bucket": self.p["bucket"], "nlev": 2 * self.p["s"] + 1,
+                "mode": NORMS[self.p["norm"]]}
+
+    def _payload_nbytes(self, n: int) -> int:
+        return quantize.payload_nbytes(n, **self._layout_args())
+
+    def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
+        if quantize.quantize(y, out, stochastic=self.p["rounding"] == "stochastic",
+                             key=int(keys.private), **self._layout_args()):
+            raise NonFiniteInputError
+        return 0
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
+        return quantize.dequantize(payload, n, **self._layout_args())

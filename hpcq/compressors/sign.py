@@ -1,0 +1,51 @@
+"""Scaled sign: 1 bit per entry and one float32 scale per bucket (EF-signSGD, DRIVE).
+
+``sign:bucket=512,scale=l1|drive``.  ``Q(x)_i = s_b * sign(x_i)`` with sign(0) = +1
+and, per bucket ``b``, ``s_b = ||x_b||_1 / len(b)`` (``l1``: EF-signSGD's scale, the
+MSE-minimising one) or ``s_b = ||x_b||_2^2 / ||x_b||_1`` (``drive``: DRIVE's scale,
+unbiased over a random rotation, so use it as ``hadamard+sign:scale=drive``).
+Biased for a fixed x: use it with error feedback.
+
+Payload layout: the float32 scales of all buckets, then one bit per entry
+(1: ``x_i >= 0``), LSB-first.  A negative or non-finite scale is rejected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpcq.compressors import REGISTRY
+from hpcq.compressors.base import Compressor, Keys, NonFiniteInputError, Param
+from hpcq.compressors.uniform import check_bucket
+from hpcq.kernels import sign
+
+SCALES = {"l1": sign.L1, "drive": sign.DRIVE}
+
+
+@REGISTRY.register("sign")
+class Sign(Compressor):
+    """Scaled sign: ``scale * sign(x)`` per bucket, 1 bit per entry."""
+
+    name = "sign"
+    codec_id = 12
+    summary = "scaled sign, 1 bit per entry: ||x||_1/d (EF-signSGD) or DRIVE's ||x||^2/||x||_1"
+    params = (
+        Param("bucket", int, 512, "entries per scale (0: one scale for the whole vector)",
+              minimum=0, slot=0),
+        Param("scale", str, "l1", "l1 = ||x||_1/len, drive = ||x||_2^2/||x||_1",
+              choices=tuple(SCALES)),
+    )
+
+    def _validate(self) -> None:
+        check_bucket(self.name, self.p["bucket"])
+
+    def _payload_nbytes(self, n: int) -> int:
+        return sign.payload_nbytes(n, self.p["bucket"])
+
+    def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
+        if sign.sign_encode(y, out, bucket=self.p["bucket"], mode=SCALES[self.p["scale"]]):
+            raise NonFiniteInputError
+        return 0
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
+        return sign.sign_decode(payload, n, bucket=self.p["bucket"])

@@ -1,0 +1,112 @@
+"""Top-k sparsification: the k largest |x_i|, sent as sorted indices and values.
+
+Payload layout (n = encoded length, k = entries kept, w = ceil(log2 n) >= 1):
+``bits=0``: k fp32 values, then k indices of w bits (LSB-first, ascending);
+``bits=b``: fp32 scale m = max |x|, k b-bit value codes, then the k indices;
+each bit stream is padded to a whole byte.  Value code c decodes to
+``-m + c * 2m / (2^b - 1)`` (stochastic rounding, unbiased for the kept values).
+
+k = min(k, n) when ``k > 0``, else ``max(1, floor(ratio * n + 0.5))`` (n > 0),
+with ratio as the float32 the header carries.  Ties in |x| go to the lower
+index, so the message is deterministic (apart from stochastic value codes).
+Biased: use it with error feedback.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from hpcq.compressors import REGISTRY
+from hpcq.compressors.base import Compressor, Keys, NonFiniteInputError, Param
+from hpcq.kernels import sparsify
+
+
+def kept(n: int, k: int, ratio: float) -> int:
+    """Entries kept out of ``n`` for parameters ``k`` (0: use ratio) and ``ratio``."""
+    if n == 0:
+        return 0
+    if k:
+        return min(k, n)
+    return min(n, max(1, math.floor(float(np.float32(ratio)) * n + 0.5)))
+
+
+def sparse_nbytes(n: int, k: int, bits: int, send_idx: bool) -> int:
+    """Payload bytes of k values (fp32 or b-bit plus a scale) and optionally k indices."""
+    vals = 4 * k if bits == 0 else 4 + (k * bits + 7) // 8
+    return vals + ((k * sparsify.index_width(n) + 7) // 8 if send_idx else 0)
+
+
+def write_sparse(out: np.ndarray, idx: np.ndarray, vals: np.ndarray, codes: np.ndarray,
+                 m: float, bits: int) -> None:
+    """Lay out the values (or scale + codes) then the packed indices in ``out``."""
+    if bits == 0:
+        nv = 4 * vals.shape[0]
+        out[:nv].view(np.float32)[:] = vals
+    else:
+        out[:4].view(np.float32)[0] = m
+        out[4:4 + codes.shape[0]] = codes
+        nv = 4 + codes.shape[0]
+    out[nv:nv + idx.shape[0]] = idx
+
+
+def read_sparse(payload: np.ndarray, k: int, bits: int
+                ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Inverse of :func:`write_sparse`: ``(vals, codes, m, index bytes)``."""
+    if bits == 0:
+        nv = 4 * k
+        return payload[:nv].view(np.float32), payload[:0], 0.0, payload[nv:]
+    nv = 4 + (k * bits + 7) // 8
+    return (np.empty(0, np.float32), payload[4:nv], float(payload[:4].view(np.float32)[0]),
+            payload[nv:])
+
+
+SPARSE_PARAMS = (
+    Param("k", int, 0, "entries kept (0: use ratio)", minimum=0, maximum=2**32 - 1, slot=0),
+    Param("ratio", float, 0.01, "fraction kept when k=0: max(1, round(ratio*d))",
+          minimum=0.0, maximum=1.0, slot=1),
+    Param("bits", int, 0, "value bits: 0 = fp32, 1..8 = stochastic uniform on [-m, m]",
+          minimum=0, maximum=8, slot=2),
+)
+
+
+def check_sparse_params(name: str, p: dict[str, Any]) -> None:
+    """ratio must be > 0 and survive the float32 header slot."""
+    if not float(np.float32(p["ratio"])) > 0:
+        raise ValueError(f"{name}: ratio={p['ratio']!r} must be > 0")
+
+
+@REGISTRY.register("topk")
+class TopK(Compressor):
+    """The k largest magnitudes with their indices (selection in O(d), no sort)."""
+
+    name = "topk"
+    codec_id = 20
+    summary = "top-k |x_i|: ceil(log2 d)-bit sorted indices + fp32 or b-bit values; biased"
+    params = SPARSE_PARAMS
+
+    def _validate(self) -> None:
+        check_sparse_params(self.name, self.p)
+
+    def k_for(self, n: int) -> int:
+        """Entries kept for an encoded length ``n``."""
+        return kept(n, self.p["k"], self.p["ratio"])
+
+    def _payload_nbytes(self, n: int) -> int:
+        return sparse_nbytes(n, self.k_for(n), self.p["bits"], True)
+
+    def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
+        bits = self.p["bits"]
+        idx, vals, codes, m, bad = sparsify.topk_encode(y, self.k_for(y.shape[0]), bits,
+                                                        keys.private)
+        if bad:
+            raise NonFiniteInputError
+        write_sparse(out, idx, vals, codes, m, bits)
+        return 0
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
+        k, bits = self.k_for(n), self.p["bits"]
+        vals, codes, m, idx = read_sparse(payload, k, bits)
+        return sparsify.sparse_decode(n, k, vals, codes, bits, m, 1.0, idx_buf=idx)

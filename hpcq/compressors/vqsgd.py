@@ -1,0 +1,55 @@
+"""vqSGD (Gandikota et al.): the norm plus s point indices of a polytope around the unit ball.
+
+Payload layout: fp32 norm (||g||_2, or ||g||_1 with ``norm=l1``), then the
+``reps`` indices, ceil(log2 N) bits each (LSB-first, in draw order), N = 2n
+(cross, +-sqrt(n) e_i as 2i / 2i+1), n+1 (simplex vertices) or 2D (hadamard
+rows +-h_i as 2i / 2i+1, D = n padded to a power of two).  Empty for n = 0
+apart from the norm.  A zero vector is sent with norm 0 and decodes to zeros.
+The decoded vector ``norm * (1/s) * sum_k c_{J_k}`` is unbiased, with
+MSE/||g||^2 = (n-1)/s (cross, hadamard) or (n^2-1)/s (simplex) for l2.
+The point sets and the sampling are described in :mod:`hpcq.kernels.vq`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpcq.compressors import REGISTRY
+from hpcq.compressors.base import Compressor, Keys, NonFiniteInputError, Param
+from hpcq.kernels import vq
+from hpcq.kernels.sparsify import index_width
+
+
+@REGISTRY.register("vqsgd")
+class VQSGD(Compressor):
+    """Vector quantization onto cross-polytope, simplex or Hadamard points (unbiased)."""
+
+    name = "vqsgd"
+    codec_id = 22
+    summary = "vqSGD: norm + s indices of polytope points (O(s log d) bits); unbiased"
+    params = (
+        Param("points", str, "cross", "point set", choices=vq.POINTS, slot=0),
+        Param("reps", int, 1, "i.i.d. draws s averaged", minimum=1, maximum=1 << 20, slot=1),
+        Param("norm", str, "l2", "normalisation of g", choices=("l2", "l1"), slot=2),
+    )
+
+    @property
+    def unbiased(self) -> bool:
+        return True
+
+    def _payload_nbytes(self, n: int) -> int:
+        npts = vq.n_points(self.p["points"], n)
+        return 4 + ((self.p["reps"] * index_width(npts) + 7) // 8 if n else 0)
+
+    def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
+        norm, idx, bad = vq.vq_encode(y, self.p["points"], self.p["reps"],
+                                      self.p["norm"] == "l1", keys.private)
+        if bad:
+            raise NonFiniteInputError
+        out[:4].view(np.float32)[0] = norm
+        out[4:] = idx
+        return 0
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
+        norm = float(payload[:4].view(np.float32)[0])
+        return vq.vq_decode(norm, payload[4:], self.p["points"], self.p["reps"], n)

@@ -1,0 +1,263 @@
+"""Slow, obviously correct NumPy references for the kernels (style practice 3).
+
+Each function states the definition it implements; tests compare the Numba
+kernels against these on small inputs.  Import as ``import naive`` (pytest puts
+tests/ on sys.path).
+"""
+
+import numpy as np
+
+
+def pack_codes(codes, width):
+    """LSB-first packing through np.packbits: code i's bit j is stream bit i*width + j."""
+    codes = np.asarray(codes, dtype=np.uint64)
+    bits = ((codes[:, None] >> np.arange(width, dtype=np.uint64)) & 1).astype(np.uint8)
+    return np.packbits(bits.ravel(), bitorder="little")
+
+
+# ---- sparsifiers, vqSGD and the fixed-range quantizer (kernels/sparsify.py, vq.py, fixedrange.py)
+
+
+def topk_indices(x, k):
+    """Indices of the k largest |x_i|, ties to the lower index, sorted ascending (full sort)."""
+    order = np.lexsort((np.arange(len(x)), -np.abs(np.asarray(x, np.float64))))
+    return np.sort(order[:k])
+
+
+def stream_bits(codes, widths):
+    """LSB-first stream of codes with per-code widths (np.packbits), padded to a byte."""
+    bits = [(int(c) >> j) & 1 for c, w in zip(codes, widths, strict=True) for j in range(int(w))]
+    return np.packbits(np.array(bits, np.uint8), bitorder="little")
+
+
+def uniform24_py(key, i):
+    """uniform24 of hpcq.kernels.rng in pure Python."""
+    from hpcq.kernels.rng import bits64_py
+
+    return np.float32(bits64_py(int(key), i) >> 40) * np.float32(2.0**-24)
+
+
+def sym_codes(v, m, bits, key, idx):
+    """Stochastic codes on the grid -m + c*2m/(2^b - 1); u of entry j is uniform24(key, idx_j)."""
+    levels = (1 << bits) - 1
+    if m == 0:
+        return np.zeros(len(v), np.int64)
+    t = (np.asarray(v, np.float64) + m) * (levels / (2.0 * m))
+    lo = np.clip(np.floor(t), 0, levels).astype(np.int64)
+    u = np.array([uniform24_py(key, int(i)) for i in idx], np.float64)
+    return np.minimum(lo + (u < t - lo), levels)
+
+
+def below_py(key, j, bound):
+    """Uniform integer in [0, bound) from counter j: Lemire's multiply-shift with rejection."""
+    from hpcq.kernels.rng import GOLDEN, _mix64_py, bits64_py
+
+    r = bits64_py(int(key), j)
+    while (r * bound) % 2**64 < (2**64 - bound) % bound:
+        r = _mix64_py(r + int(GOLDEN))
+    return (r * bound) >> 64
+
+
+def floyd_subset(n, k, key):
+    """Floyd's uniform k-subset of range(n) (a Python set; the complement when k > n/2)."""
+    kk = k if 2 * k <= n else n - k
+    s = set()
+    for j in range(n - kk, n):
+        t = below_py(key, j, j + 1)
+        s.add(j if t in s else t)
+    if kk != k:
+        s = set(range(n)) - s
+    return np.array(sorted(s), np.int64)
+
+
+def simplex_points(n):
+    """(n+1, n) regular simplex, centroid 0, circumradius n: the construction in kernels/vq.py."""
+    t = (1 - np.sqrt(n + 1.0)) / n
+    p = np.vstack([np.eye(n), np.full((1, n), t)])
+    return (p - p.mean(axis=0)) * np.sqrt(n * (n + 1.0))
+
+
+def sylvester(D):
+    """D x D Sylvester Hadamard matrix (entries +-1) by Kronecker products."""
+    h = np.ones((1, 1))
+    while h.shape[0] < D:
+        h = np.kron(h, np.array([[1, 1], [1, -1]]))
+    return h
+
+
+def vq_points(points, n):
+    """All points as rows (index order of the wire format); hadamard rows span D >= n."""
+    if points == "simplex":
+        return simplex_points(n)
+    base = np.sqrt(n) * np.eye(n) if points == "cross" else sylvester(1 << (n - 1).bit_length())
+    out = np.empty((2 * base.shape[0], base.shape[1]))
+    out[0::2], out[1::2] = base, -base
+    return out
+
+
+def vq_weights(g, points, l1=False):
+    """Convex weights a with sum_j a_j c_j = v (closed forms of papers.md 2(a))."""
+    g = np.asarray(g, np.float64)
+    n = len(g)
+    norm = np.float32(np.abs(g).sum() if l1 else np.sqrt((g * g).sum()))
+    v = g / np.float64(norm)
+    if points == "simplex":
+        return np.maximum(1.0 / (n + 1) + simplex_points(n) @ v / (n * (n + 1)), 0.0)
+    if points == "hadamard":
+        dim = 1 << (n - 1).bit_length()
+        c = sylvester(dim) @ np.concatenate([v, np.zeros(dim - n)]) / np.sqrt(dim)
+    else:
+        dim, c = n, v
+    gamma = max(1 - np.abs(c).sum() / np.sqrt(dim), 0.0)
+    a = np.empty(2 * dim)
+    a[0::2] = np.maximum(c, 0) / np.sqrt(dim) + gamma / (2 * dim)
+    a[1::2] = np.maximum(-c, 0) / np.sqrt(dim) + gamma / (2 * dim)
+    return a
+
+
+def vq_sample(g, points, reps, key, l1=False):
+    """reps indices by inverse CDF of vq_weights with 53-bit uniforms u_k = bits64(key, k)."""
+    from hpcq.kernels.rng import bits64_py
+
+    cum = np.cumsum(vq_weights(g, points, l1))
+    u = np.array([(bits64_py(int(key), k) >> 11) * 2.0**-53 for k in range(reps)])
+    return np.searchsorted(cum, u * cum[-1], side="right")
+
+
+def vq_decode(norm, idx, points, n):
+    """norm * mean of the chosen points (first n coordinates)."""
+    return (norm * vq_points(points, n)[np.asarray(idx)].mean(axis=0)[:n]).astype(np.float32)
+
+
+def fixedrange(x, widths, r, stochastic=False, key=0):
+    """Mid-rise codes on [-r, r] with per-entry widths (0: no code), their stream and decode."""
+    x = np.asarray(x, np.float64)
+    codes, dec = [], np.zeros(len(x), np.float32)
+    for i, (v, w) in enumerate(zip(x, widths, strict=True)):
+        if w == 0:
+            continue
+        top, delta = 2 ** int(w) - 1, 2 * r / 2 ** int(w)
+        if stochastic:
+            t = min(max((v + r) / delta - 0.5, 0.0), top)
+            k = int(np.floor(t)) + int(float(uniform24_py(key, i)) < t - np.floor(t))
+        else:
+            k = int(np.floor(min(max((v + r) / delta, 0.0), top)))
+        codes.append(min(k, top))
+        dec[i] = -r + (min(k, top) + 0.5) * delta
+    return stream_bits(codes, [w for w in widths if w]), dec
+
+
+# ---- Walsh-Hadamard transform and randomized rotation (kernels/hadamard.py)
+
+
+def fwht_dense(x, B):
+    """Orthonormal WHT of each block of B entries: x_block @ H_B / sqrt(B), H_B Sylvester (float64)."""
+    h = np.ones((1, 1))
+    while h.shape[0] < B:
+        h = np.block([[h, h], [h, -h]])  # H_2B = [[H, H], [H, -H]]: H[i, j] = (-1)^popcount(i & j)
+    x = np.asarray(x, np.float64).reshape(-1, B)
+    return (x @ h / np.sqrt(B)).ravel()
+
+
+def fwht_butterfly(x, B):
+    """The textbook radix-2 FWHT in x's own dtype: scale by 1/sqrt(B) first, then levels
+    h = 1, 2, ..., B/2 of (a + b, a - b).  hadamard.fwht promises these exact bits."""
+    v = np.array(x).reshape(-1, B) * x.dtype.type(1.0 / np.sqrt(B))
+    h = 1
+    while h < B:
+        w = v.reshape(v.shape[0], -1, 2, h)
+        a, b = w[:, :, 0].copy(), w[:, :, 1].copy()
+        w[:, :, 0], w[:, :, 1] = a + b, a - b
+        h *= 2
+    return v.ravel()
+
+
+def rotation_signs(key, n):
+    """D[i] = -1 iff bit i % 64 of bits64(key, i // 64) is set (the documented sign convention)."""
+    from hpcq.kernels.rng import bits64_py
+
+    words = [bits64_py(int(key), q) for q in range((n + 63) // 64)]
+    return np.array([-1.0 if (words[i >> 6] >> (i & 63)) & 1 else 1.0 for i in range(n)])
+
+
+def rotate_dense(x, B, signs):
+    """H D x / sqrt(B) per block of x zero-padded to len(signs) (float64)."""
+    xp = np.zeros(len(signs))
+    xp[: len(x)] = x
+    return fwht_dense(xp * signs, B)
+
+
+def unrotate_dense(y, B, signs, d):
+    """D H y / sqrt(B) per block, cut to the first d entries (float64)."""
+    return (np.asarray(signs) * fwht_dense(y, B))[:d]
+
+
+# ---- scalar quantizers: uniform / QSGD / TernGrad (kernels/quantize.py, ternary.py), sign.py
+
+
+def uniform24_bits(key, i0, n):
+    """The 24 bits r of uniform24(key, i) = r / 2^24, i in [i0, i0 + n) (numpy SplitMix64)."""
+    i = np.arange(i0, i0 + n, dtype=np.uint64)
+    z = np.uint64(int(key)) + (i + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(40)).astype(np.int64)
+
+
+def bucket_interval(xs, mode, clip=0.0):
+    """(lo, hi) as float32 for modes 0 maxabs, 1 l2, 2 minmax, 3 ternary (clip * std, two-pass)."""
+    x64 = np.asarray(xs, np.float64)
+    if mode == 2:
+        return np.float32(xs.min()), np.float32(xs.max())
+    if mode == 1:
+        m = np.float32(np.sqrt(np.sum(x64 * x64)))
+    elif mode == 3 and clip > 0:
+        m = np.float32(min(np.abs(x64).max(), clip * np.std(x64)))
+    else:
+        m = np.float32(np.abs(x64).max())
+    return -m, m
+
+
+def quantize_affine(x, bucket, nlev, mode, stochastic, key, clip=0.0):
+    """(float32 scales, codes): per bucket nlev levels on [lo, hi]; t = clip((x - lo) / step);
+    T = floor(t 2^24 + 1/2) (t to 24 fractional bits); c = (T + r) >> 24 with r the 24 bits of
+    uniform24(key, i) (stochastic) or 2^23 (nearest)."""
+    n = len(x)
+    b = bucket or max(n, 1)
+    scales, codes = [], np.zeros(n, np.int64)
+    for k in range(0, n, b):
+        xs = x[k:k + b]
+        lo, hi = bucket_interval(xs, mode, clip)
+        scales += [lo, hi] if mode == 2 else [hi]
+        lo64, hi64 = float(lo), float(hi)
+        t = (xs.astype(np.float64) - lo64) * ((nlev - 1) / (hi64 - lo64)) if hi64 > lo64 else 0 * xs
+        T = np.floor(np.clip(t, 0, nlev - 1) * 2.0**24 + 0.5).astype(np.int64)
+        r = uniform24_bits(key, k, len(xs)) if stochastic else 1 << 23
+        codes[k:k + b] = (T + r) >> 24
+    return np.array(scales, np.float32), codes
+
+
+def dequantize_affine(scales, codes, bucket, nlev, mode):
+    """lo + c (hi - lo) / (nlev - 1) in float64, rounded to float32."""
+    n = len(codes)
+    b = bucket or max(n, 1)
+    out = np.empty(n, np.float32)
+    for j, k in enumerate(range(0, n, b)):
+        lo, hi = (scales[2 * j], scales[2 * j + 1]) if mode == 2 else (-scales[j], scales[j])
+        c = np.asarray(codes[k:k + b], np.float64)
+        out[k:k + b] = float(lo) + c * ((float(hi) - float(lo)) / (nlev - 1))
+    return out
+
+
+def scaled_sign(x, bucket, mode):
+    """(float32 scales, bits): per bucket ||x||_1/len (mode 0) or ||x||^2/||x||_1 (mode 1, 0 if
+    the bucket is zero); bit_i = x_i >= 0."""
+    n = len(x)
+    b = bucket or max(n, 1)
+    scales = []
+    for k in range(0, n, b):
+        xs = np.asarray(x[k:k + b], np.float64)
+        l1 = np.abs(xs).sum()
+        scales.append(l1 / len(xs) if mode == 0 else (xs @ xs / l1 if l1 > 0 else 0.0))
+    return np.array(scales, np.float32), (np.asarray(x) >= 0).astype(np.int64)
