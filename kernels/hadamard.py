@@ -28,16 +28,16 @@ variants give identical bits.
 Implementation
 --------------
 * A *tile* of 16 SIMD vectors (256 float32 / 128 float64) is transformed in
-  registers: in-vector levels by a lane permutation, a sign flip and one add.
-  LLVM does not vectorise these butterflies from scalar code, so the tile (and the
-  strided radix-2/4/8 *pass* over vectors) is emitted as LLVM IR through
-  ``numba.extending.intrinsic``; ``_tile`` and ``_vpass`` are their pure-Python
-  twins, which ``py_func`` (and ``NUMBA_DISABLE_JIT``) run instead.
-* Levels above the tile are done by radix-8 passes over vectors (strided, with
-  contiguous vector loads), in depth-first order: the tiles are the leaves, and
-  as soon as a span of ``2**(lev+3)`` elements is complete its next three levels
-  are done, while it is still in cache.  Only the top pass of a block larger than
-  the caches streams from memory.
+  registers: in-vector levels by a lane permutation and one FMA with a +-1 vector
+  (exact), the others by vector adds.  LLVM does not vectorise these butterflies
+  from scalar code, so the tile and the strided radix-2/4/8 *pass* over vectors are
+  emitted as LLVM IR through ``numba.extending.intrinsic``; ``_tile`` and ``_vpass``
+  are their pure-Python twins, which ``py_func`` and ``NUMBA_DISABLE_JIT`` run
+  (all in :mod:`hpcq.kernels._simd`).
+* Levels above the tile are done by radix-8 passes in depth-first order: the tiles
+  are the leaves, and as soon as a span of ``2**(lev+3)`` elements is complete its
+  next three levels are done, while it is still in cache.  Only the top pass of a
+  block larger than the caches streams from memory.
 * Parallel variants split the blocks over threads or, for few large blocks, cut
   each into sub-blocks transformed in parallel, then split the top passes by
   column ranges.  Every element sees the same operations in the same order, so
@@ -47,245 +47,15 @@ Implementation
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba import njit, prange
 
 from hpcq.kernels._config import EXACT, EXACT_PARALLEL, INLINE, use_parallel
+from hpcq.kernels._simd import TILE_VECS, _tile, _vpass  # noqa: F401 (TILE_VECS re-exported)
 from hpcq.kernels.rng import bits64
 
-VEC_BYTES = 64  #: bytes per SIMD vector in the generated IR (one AVX-512 register)
-TILE_VECS = 16  #: vectors per in-register tile
 RADIX_LOG = 3  #: levels per pass over memory (radix 8; 2..3 supported)
 PAR_TASK = 4096  #: elements of one pass handed to a thread at a time
 MAX_LOG = 40  #: largest block is 2**MAX_LOG elements
-
-
-# ---------------------------------------------------------------- SIMD building blocks
-def _tile(src, si, dst, di, scale, w0, w1, w2, w3, nvec, forward):  # type: ignore[no-untyped-def]
-    """Transform the ``nvec``-vector tile ``src[si:]`` into ``dst[di:]`` (pure-Python twin).
-
-    Forward: scale, negate where the sign bit is set, levels ascending.  Backward:
-    levels descending, then scale and negate.  Bit ``t`` of the 256-bit word
-    ``w3:w2:w1:w0`` is the sign of tile element ``t``.
-    """
-    n = nvec * (VEC_BYTES // src.itemsize)
-    words = (int(w0), int(w1), int(w2), int(w3))
-    neg = np.array([(words[t >> 6] >> (t & 63)) & 1 for t in range(n)], dtype=bool)
-    v = src[si : si + n].copy()
-    levels = [1 << lev for lev in range(n.bit_length() - 1)]
-    if forward:
-        v = v * scale
-        v[neg] = -v[neg]
-    else:
-        levels.reverse()
-    for h in levels:
-        v2 = v.reshape(-1, 2, h)
-        a = v2[:, 0].copy()
-        b = v2[:, 1].copy()
-        v2[:, 0] = a + b
-        v2[:, 1] = a - b
-    if not forward:
-        v = v * scale
-        v[neg] = -v[neg]
-    dst[di : di + n] = v
-
-
-def _vpass(src, so, dst, do, h, nvec, forward):  # type: ignore[no-untyped-def]
-    """Butterflies across ``nvec`` vectors ``src[so + r*h:][:W]`` -> ``dst`` (pure-Python twin)."""
-    w = VEC_BYTES // src.itemsize
-    v = np.stack([src[so + r * h : so + r * h + w] for r in range(nvec)])
-    levels = [1 << lev for lev in range(nvec.bit_length() - 1)]
-    for g in levels if forward else levels[::-1]:
-        v2 = v.reshape(-1, 2, g, w)
-        a = v2[:, 0].copy()
-        b = v2[:, 1].copy()
-        v2[:, 0] = a + b
-        v2[:, 1] = a - b
-    for r in range(nvec):
-        dst[do + r * h : do + r * h + w] = v[r]
-
-
-def _float_arrays(src, dst):  # type: ignore[no-untyped-def]
-    return (
-        isinstance(src, types.Array)
-        and isinstance(dst, types.Array)
-        and src.dtype == dst.dtype
-        and src.dtype in (types.float32, types.float64)
-    )
-
-
-class _IR:
-    """Helpers to emit vector code for one float dtype."""
-
-    def __init__(self, context, builder, dtype):  # type: ignore[no-untyped-def]
-        self.b = builder
-        self.isz = dtype.bitwidth // 8
-        self.w = VEC_BYTES // self.isz
-        self.vt = ir.VectorType(context.get_value_type(dtype), self.w)
-        self.ivt = ir.VectorType(ir.IntType(8 * self.isz), self.w)
-        self.i32v = ir.VectorType(ir.IntType(32), self.w)
-        # With FMA units, a - b is issued as fma(b, -1, a) (exact: one rounding of
-        # a - b), which spreads the work over the add and the FMA pipes
-        self.has_fma = "+fma" in getattr(context.codegen(), "_tm_features", "")
-
-    def const(self, values):  # type: ignore[no-untyped-def]
-        return ir.Constant(self.vt, [float(v) for v in values])
-
-    def fma(self, a, b, c):  # type: ignore[no-untyped-def]
-        name = f"llvm.fma.v{self.w}f{8 * self.isz}"
-        fn = cgutils.get_or_insert_function(self.b.module, ir.FunctionType(self.vt, [self.vt] * 3), name)
-        return self.b.call(fn, [a, b, c])
-
-    def load(self, ptr, idx):  # type: ignore[no-untyped-def]
-        p = self.b.gep(ptr, [idx], inbounds=True)
-        return self.b.load(self.b.bitcast(p, self.vt.as_pointer()), align=self.isz, typ=self.vt)
-
-    def store(self, v, ptr, idx):  # type: ignore[no-untyped-def]
-        p = self.b.gep(ptr, [idx], inbounds=True)
-        self.b.store(v, self.b.bitcast(p, self.vt.as_pointer()), align=self.isz)
-
-    def splat(self, s):  # type: ignore[no-untyped-def]
-        undef = ir.Constant(self.vt, ir.Undefined)
-        v = self.b.insert_element(undef, s, ir.Constant(ir.IntType(32), 0))
-        return self.b.shuffle_vector(v, undef, ir.Constant(self.i32v, [0] * self.w))
-
-    def in_vector_level(self, v, h):  # type: ignore[no-untyped-def]
-        # lane i gets v[i ^ h] + (v[i] or -v[i] where bit h of i is set): the same IEEE
-        # sums as (a + b, a - b), since addition commutes and a - b == a + (-b)
-        undef = ir.Constant(self.vt, ir.Undefined)
-        perm = self.b.shuffle_vector(v, undef, ir.Constant(self.i32v, [i ^ h for i in range(self.w)]))
-        if self.has_fma:
-            return self.fma(v, self.const([-1 if i & h else 1 for i in range(self.w)]), perm)
-        top = 1 << (8 * self.isz - 1)
-        flip = ir.Constant(self.ivt, [top if i & h else 0 for i in range(self.w)])
-        neg = self.b.bitcast(self.b.xor(self.b.bitcast(v, self.ivt), flip), self.vt)
-        return self.b.fadd(perm, neg)
-
-    def across(self, vs, levels):  # type: ignore[no-untyped-def]
-        for g in levels:
-            for r in range(len(vs)):
-                if r & g == 0:
-                    a, c = vs[r], vs[r + g]
-                    if self.has_fma:
-                        d = self.fma(c, self.const([-1] * self.w), a)
-                    else:
-                        d = self.b.fsub(a, c)
-                    vs[r], vs[r + g] = self.b.fadd(a, c), d
-
-
-def _make_tile(nvec, forward):  # type: ignore[no-untyped-def]
-    @intrinsic
-    def tile(typingctx, src, si, dst, di, scale, w0, w1, w2, w3):  # type: ignore[no-untyped-def]
-        if not _float_arrays(src, dst):
-            return None
-        sig = types.void(src, si, dst, di, scale, w0, w1, w2, w3)
-
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            aty = signature.args[0]
-            g = _IR(context, builder, aty.dtype)
-            sptr = context.make_array(aty)(context, builder, args[0]).data
-            dptr = context.make_array(signature.args[2])(context, builder, args[2]).data
-            si_ = context.cast(builder, args[1], signature.args[1], types.intp)
-            di_ = context.cast(builder, args[3], signature.args[3], types.intp)
-            sc = g.splat(context.cast(builder, args[4], signature.args[4], aty.dtype))
-            words = [context.cast(builder, a, t, types.uint64) for a, t in zip(args[5:], signature.args[5:])]
-            mty = ir.VectorType(ir.IntType(1), g.w)
-
-            def scale_and_sign(vs):  # type: ignore[no-untyped-def]
-                out = []
-                for r, v in enumerate(vs):
-                    bit = r * g.w
-                    wd = words[bit >> 6]
-                    if bit & 63:
-                        wd = builder.lshr(wd, ir.Constant(wd.type, bit & 63))
-                    m = builder.bitcast(builder.trunc(wd, ir.IntType(g.w)), mty)
-                    v = builder.fmul(v, sc)
-                    out.append(builder.select(m, builder.fneg(v), v))
-                return out
-
-            vs = [g.load(sptr, builder.add(si_, ir.Constant(si_.type, r * g.w))) for r in range(nvec)]
-            inside = [1 << lev for lev in range(g.w.bit_length() - 1)]
-            across = [1 << lev for lev in range(nvec.bit_length() - 1)]
-            if forward:
-                vs = scale_and_sign(vs)
-                for h in inside:
-                    vs = [g.in_vector_level(v, h) for v in vs]
-                g.across(vs, across)
-            else:
-                g.across(vs, across[::-1])
-                for h in inside[::-1]:
-                    vs = [g.in_vector_level(v, h) for v in vs]
-                vs = scale_and_sign(vs)
-            for r, v in enumerate(vs):
-                g.store(v, dptr, builder.add(di_, ir.Constant(di_.type, r * g.w)))
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return tile
-
-
-def _make_vpass(nvec, forward):  # type: ignore[no-untyped-def]
-    @intrinsic
-    def vpass(typingctx, src, so, dst, do, h):  # type: ignore[no-untyped-def]
-        if not _float_arrays(src, dst):
-            return None
-        sig = types.void(src, so, dst, do, h)
-
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            aty = signature.args[0]
-            g = _IR(context, builder, aty.dtype)
-            sptr = context.make_array(aty)(context, builder, args[0]).data
-            dptr = context.make_array(signature.args[2])(context, builder, args[2]).data
-            so_, do_, h_ = (context.cast(builder, args[i], signature.args[i], types.intp) for i in (1, 3, 4))
-            vs = [g.load(sptr, builder.add(so_, builder.mul(h_, ir.Constant(h_.type, r)))) for r in range(nvec)]
-            levels = [1 << lev for lev in range(nvec.bit_length() - 1)]
-            g.across(vs, levels if forward else levels[::-1])
-            for r, v in enumerate(vs):
-                g.store(v, dptr, builder.add(do_, builder.mul(h_, ir.Constant(h_.type, r))))
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return vpass
-
-
-_TILES = {(r, f): _make_tile(r, f) for r in (1, TILE_VECS) for f in (True, False)}
-_VPASSES = {(r, f): _make_vpass(r, f) for r in (2, 4, 8) for f in (True, False)}
-
-
-def _literal_key(nvec, forward):  # type: ignore[no-untyped-def]
-    if isinstance(nvec, types.IntegerLiteral) and isinstance(forward, types.BooleanLiteral):
-        return nvec.literal_value, forward.literal_value
-    return None
-
-
-@overload(_tile, prefer_literal=True)
-def _tile_ol(src, si, dst, di, scale, w0, w1, w2, w3, nvec, forward):  # type: ignore[no-untyped-def]
-    key = _literal_key(nvec, forward)
-    if key is None or key not in _TILES:
-        return None
-    fn = _TILES[key]
-
-    def impl(src, si, dst, di, scale, w0, w1, w2, w3, nvec, forward):  # type: ignore[no-untyped-def]
-        fn(src, si, dst, di, scale, w0, w1, w2, w3)
-
-    return impl
-
-
-@overload(_vpass, prefer_literal=True)
-def _vpass_ol(src, so, dst, do, h, nvec, forward):  # type: ignore[no-untyped-def]
-    key = _literal_key(nvec, forward)
-    if key is None or key not in _VPASSES:
-        return None
-    fn = _VPASSES[key]
-
-    def impl(src, so, dst, do, h, nvec, forward):  # type: ignore[no-untyped-def]
-        fn(src, so, dst, do, h)
-
-    return impl
 
 
 # ---------------------------------------------------------------- numba-level kernels
@@ -331,7 +101,7 @@ def _tile_down(src, si, dst, di, scale, w0, w1, w2, w3, big):  # type: ignore[no
 
 @njit(**EXACT)
 def _group_up(src, dst, b, h, s, j0, j1, w):  # type: ignore[no-untyped-def]
-    """Levels ``log2(h) .. +s`` (s = 1..3), ascending, of the group at ``b``, columns ``[j0, j1)``."""
+    """Levels ``log2(h) .. +s`` (s = 1..3), ascending, of the group at ``b``, columns j0..j1-1."""
     if s == 3:
         for j in range(b + j0, b + j1, w):
             _vpass(src, j, dst, j, h, 8, True)
@@ -358,24 +128,32 @@ def _group_down(src, dst, b, h, s, j0, j1, w):  # type: ignore[no-untyped-def]
 
 
 @njit(**INLINE)
-def _step(lo, hi, i, forward):  # type: ignore[no-untyped-def]
-    """(first level, levels) of step ``i`` when splitting ``[lo, hi)`` into steps of RADIX_LOG.
-
-    The short step is the lowest one; ascending runs it first, descending last.
-    """
-    s0 = (hi - lo) % RADIX_LOG
-    if s0 == 0:
-        s0 = RADIX_LOG
-    if not forward:
-        i = _nsteps(lo, hi) - 1 - i
-    if i == 0:
-        return lo, s0
-    return lo + s0 + RADIX_LOG * (i - 1), RADIX_LOG
+def _nsteps(lo, hi, top):  # type: ignore[no-untyped-def]
+    """Passes for levels ``[lo, hi)``: a top pass of ``top`` levels, the rest by RADIX_LOG."""
+    if hi - lo <= top:
+        return 1 if hi > lo else 0
+    return 1 + (hi - top - lo + RADIX_LOG - 1) // RADIX_LOG
 
 
 @njit(**INLINE)
-def _nsteps(lo, hi):  # type: ignore[no-untyped-def]
-    return 0 if hi <= lo else (hi - lo + RADIX_LOG - 1) // RADIX_LOG
+def _step(lo, hi, i, forward, top):  # type: ignore[no-untyped-def]
+    """(first level, levels) of pass ``i`` of :func:`_nsteps`, in ascending or descending order.
+
+    The short pass is the lowest one (ascending runs it first, descending last), except
+    for the top pass, which may be shortened (``top`` < RADIX_LOG) when it reads one
+    array and writes another: 2 x 8 strided streams would overflow an 8-way L1 set.
+    """
+    n = _nsteps(lo, hi, top)
+    if not forward:
+        i = n - 1 - i
+    if i == n - 1:
+        return max(lo, hi - top), min(top, hi - lo)
+    s0 = (hi - top - lo) % RADIX_LOG
+    if s0 == 0:
+        s0 = RADIX_LOG
+    if i == 0:
+        return lo, s0
+    return lo + s0 + RADIX_LOG * (i - 1), RADIX_LOG
 
 
 @njit(**EXACT)
@@ -434,7 +212,7 @@ def _block_up(src, dst, o, k, d, key, signed, scale):  # type: ignore[no-untyped
     w = 1 << lw
     kt = lw + 4 if k >= lw + 4 else lw  # a tile of 16 vectors, or of one
     tsz = 1 << kt
-    nst = _nsteps(kt, k)
+    nst = _nsteps(kt, k, RADIX_LOG)
     for t in range(o, o + (1 << k), tsz):
         w0, w1, w2, w3 = _words(key, t, tsz, signed)
         w0, w1, w2, w3 = np.uint64(w0), np.uint64(w1), np.uint64(w2), np.uint64(w3)
@@ -449,7 +227,7 @@ def _block_up(src, dst, o, k, d, key, signed, scale):  # type: ignore[no-untyped
             _tile_up(dst, t, dst, t, scale, w0, w1, w2, w3, kt > lw)
         done = t + tsz - o
         for i in range(nst):
-            lev, s = _step(kt, k, i, True)
+            lev, s = _step(kt, k, i, True, RADIX_LOG)
             span = 1 << (lev + s)
             if done % span != 0:
                 break
@@ -457,11 +235,11 @@ def _block_up(src, dst, o, k, d, key, signed, scale):  # type: ignore[no-untyped
 
 
 @njit(**EXACT)
-def _block_down(src, work, out, o, k, d, key, signed, scale):  # type: ignore[no-untyped-def]
+def _block_down(src, work, out, o, k, d, key, signed, scale, top):  # type: ignore[no-untyped-def]
     """Inverse of :func:`_block_up`, in pre-order: levels descending, then scale and sign.
 
-    The first pass reads ``src`` (it spans the whole block); intermediate results
-    live in ``work``; entries ``< d`` are written to ``out``.
+    The first pass reads ``src`` (it spans the whole block) and does ``top`` levels;
+    intermediate results live in ``work``; entries ``< d`` are written to ``out``.
     """
     lw = _lanes_log(work)
     if k < lw:
@@ -470,11 +248,11 @@ def _block_down(src, work, out, o, k, d, key, signed, scale):  # type: ignore[no
     w = 1 << lw
     kt = lw + 4 if k >= lw + 4 else lw
     tsz = 1 << kt
-    nst = _nsteps(kt, k)
+    nst = _nsteps(kt, k, top)
     first = True
     for t in range(o, min(o + (1 << k), d), tsz):  # spans past d only feed entries past d
         for i in range(nst):  # the largest span starting at t first
-            lev, s = _step(kt, k, i, False)
+            lev, s = _step(kt, k, i, False, top)
             if (t - o) % (1 << (lev + s)) == 0:
                 if first:
                     _group_down(src, work, t, 1 << lev, s, 0, 1 << lev, w)
@@ -535,8 +313,8 @@ def _up_par(src, dst, k, d, key, signed, scale, nt):  # type: ignore[no-untyped-
     for t in prange(nb << q):
         _block_up(src, dst, t << ks, ks, d, key, signed, scale)
     # the top q levels of every block: passes cut into column ranges
-    for i in range(_nsteps(ks, k)):
-        lev, s = _step(ks, k, i, True)
+    for i in range(_nsteps(ks, k, RADIX_LOG)):
+        lev, s = _step(ks, k, i, True, RADIX_LOG)
         h = 1 << lev
         span = h << s
         nj = (h + PAR_TASK - 1) // PAR_TASK
@@ -546,20 +324,20 @@ def _up_par(src, dst, k, d, key, signed, scale, nt):  # type: ignore[no-untyped-
 
 
 @njit(**EXACT)
-def _down(src, work, out, k, d, key, signed, scale):  # type: ignore[no-untyped-def]
+def _down(src, work, out, k, d, key, signed, scale, top):  # type: ignore[no-untyped-def]
     for b in range(work.shape[0] >> k):
         if (b << k) < d:
-            _block_down(src, work, out, b << k, k, d, key, signed, scale)
+            _block_down(src, work, out, b << k, k, d, key, signed, scale, top)
 
 
 @njit(**EXACT_PARALLEL)
-def _down_par(src, work, out, k, d, key, signed, scale, nt):  # type: ignore[no-untyped-def]
+def _down_par(src, work, out, k, d, key, signed, scale, nt, top):  # type: ignore[no-untyped-def]
     nb = work.shape[0] >> k
     lw = _lanes_log(work)
     q = _par_split(k, nb, lw, nt)
     ks = k - q
-    for i in range(_nsteps(ks, k)):  # the top q levels first (the first pass reads src)
-        lev, s = _step(ks, k, i, False)
+    for i in range(_nsteps(ks, k, top)):  # the top q levels first (the first pass reads src)
+        lev, s = _step(ks, k, i, False, top)
         h = 1 << lev
         span = h << s
         nj = (h + PAR_TASK - 1) // PAR_TASK
@@ -572,9 +350,9 @@ def _down_par(src, work, out, k, d, key, signed, scale, nt):  # type: ignore[no-
     for t in prange(nb << q):
         if (t << ks) < d:
             if q == 0:
-                _block_down(src, work, out, t << ks, ks, d, key, signed, scale)
+                _block_down(src, work, out, t << ks, ks, d, key, signed, scale, top)
             else:
-                _block_down(work, work, out, t << ks, ks, d, key, signed, scale)
+                _block_down(work, work, out, t << ks, ks, d, key, signed, scale, RADIX_LOG)
 
 
 # ---------------------------------------------------------------- public wrappers
@@ -712,15 +490,19 @@ def _run_down(src: np.ndarray, work: np.ndarray, out: np.ndarray, k: int, d: int
     if n == 0:
         return
     scale = _scale(work.dtype, k)
+    # out of place, 8 + 8 strided streams thrash an 8-way L1 set while the block sits in
+    # L2: there the first pass is radix-4 (see _step); above, the extra pass costs more
+    top = 2 if src is not work and k <= 18 else RADIX_LOG
     if use_parallel(n):
         import numba
 
-        _down_par(src, work, out, k, d, key, True, scale, numba.get_num_threads())
+        _down_par(src, work, out, k, d, key, True, scale, numba.get_num_threads(), top)
     else:
-        _down(src, work, out, k, d, key, True, scale)
+        _down(src, work, out, k, d, key, True, scale, top)
 
 
-def unrotate(y: np.ndarray, block: int, key: int, d: int, out: np.ndarray | None = None) -> np.ndarray:
+def unrotate(y: np.ndarray, block: int, key: int, d: int,
+             out: np.ndarray | None = None) -> np.ndarray:
     """Inverse of :func:`rotate`: ``D H y / sqrt(B)`` cut to its first ``d`` entries.
 
     Parameters

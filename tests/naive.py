@@ -151,7 +151,7 @@ def fixedrange(x, widths, r, stochastic=False, key=0):
 
 
 def fwht_dense(x, B):
-    """Orthonormal WHT of each block of B entries: x_block @ H_B / sqrt(B), H_B Sylvester (float64)."""
+    """Orthonormal WHT of each block of B entries: x_block @ H_B / sqrt(B) (Sylvester, float64)."""
     h = np.ones((1, 1))
     while h.shape[0] < B:
         h = np.block([[h, h], [h, -h]])  # H_2B = [[H, H], [H, -H]]: H[i, j] = (-1)^popcount(i & j)

@@ -16,6 +16,11 @@ def _x(n, dtype=np.float32, seed=0):
     return np.random.default_rng(seed).standard_normal(n).astype(dtype)
 
 
+def _py(fn):
+    """The pure-Python body of a kernel (the function itself under NUMBA_DISABLE_JIT)."""
+    return getattr(fn, "py_func", fn)
+
+
 def _close(got, ref, dtype):
     scale = max(1.0, float(np.abs(ref).max())) if len(ref) else 1.0
     np.testing.assert_allclose(got, ref, rtol=0, atol=TOL[dtype] * 4 * scale)
@@ -189,7 +194,7 @@ def test_py_func_matches_compiled(dtype):
             x = _x(n, dtype)
             a, b = np.empty_like(x), np.empty_like(x)
             fn(x, 0, a, 0, scale, *words, big)
-            fn.py_func(x, 0, b, 0, scale, *words, big)  # the pure-Python twin of the intrinsic
+            _py(fn)(x, 0, b, 0, scale, *words, big)  # the pure-Python twin of the intrinsic
             assert a.tobytes() == b.tobytes()
     for s in (1, 2, 3):
         for fn in (hadamard._group_up, hadamard._group_down):
@@ -197,7 +202,7 @@ def test_py_func_matches_compiled(dtype):
             x = _x(h << s, dtype)
             a, b = x.copy(), x.copy()
             fn(a, a, 0, h, s, 0, h, lanes)
-            fn.py_func(b, b, 0, h, s, 0, h, lanes)
+            _py(fn)(b, b, 0, h, s, 0, h, lanes)
             assert a.tobytes() == b.tobytes()
     key = np.uint64(KEY)
     for k, d in ((2, 3), (11, 1500), (12, 4096)):
@@ -205,23 +210,25 @@ def test_py_func_matches_compiled(dtype):
         x = _x(d, dtype)
         a, b = np.empty(n, dtype), np.empty(n, dtype)
         hadamard._up(x, a, k, d, key, True, scale)
-        hadamard._up.py_func(x, b, k, d, key, True, scale)
-        hadamard._up_par.py_func(x, b, k, d, key, True, scale, 2)
+        _py(hadamard._up)(x, b, k, d, key, True, scale)
+        _py(hadamard._up_par)(x, b, k, d, key, True, scale, 2)
         assert a.tobytes() == b.tobytes()
-        hadamard._block_up.py_func(x, b, 0, k, d, key, True, scale)
+        _py(hadamard._block_up)(x, b, 0, k, d, key, True, scale)
         assert a.tobytes() == b.tobytes()
         if k < 4:  # shorter than a vector: the scalar path
-            hadamard._small_up.py_func(x, b, 0, k, d, key, True, scale)
+            _py(hadamard._small_up)(x, b, 0, k, d, key, True, scale)
             assert a.tobytes() == b.tobytes()
         oa, ob, wb = np.empty(d, dtype), np.empty(d, dtype), np.empty(n, dtype)
-        hadamard._down(a, np.empty(n, dtype), oa, k, d, key, True, scale)
-        hadamard._down.py_func(a, wb, ob, k, d, key, True, scale)
+        hadamard._down(a, np.empty(n, dtype), oa, k, d, key, True, scale, 2)
+        _py(hadamard._down)(a, wb, ob, k, d, key, True, scale, 2)
         assert oa.tobytes() == ob.tobytes()
-        hadamard._down_par.py_func(a, wb, ob, k, d, key, True, scale, 2)
-        hadamard._block_down.py_func(a, wb, ob, 0, k, d, key, True, scale)
-        assert oa.tobytes() == ob.tobytes()
+        for top in (2, 3):  # the first pass's width changes the grouping, never the bits
+            _py(hadamard._down_par)(a, wb, ob, k, d, key, True, scale, 2, top)
+            assert oa.tobytes() == ob.tobytes()
+            _py(hadamard._block_down)(a, wb, ob, 0, k, d, key, True, scale, top)
+            assert oa.tobytes() == ob.tobytes()
         if k < 3:
-            hadamard._small_down.py_func(a, wb, ob, 0, k, d, key, True, scale)
+            _py(hadamard._small_down)(a, wb, ob, 0, k, d, key, True, scale)
             assert oa.tobytes() == ob.tobytes()
 
 
