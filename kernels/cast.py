@@ -1,15 +1,70 @@
-"""Casts of float32 vectors to 16-bit wire formats (bf16; fp16 goes through numpy's C cast).
+"""Casts of float32 vectors to the 16-bit wire formats bf16 and IEEE fp16, on the bits.
 
 bf16 keeps the top 16 bits of the float32 after round-to-nearest-even on the
-dropped 16 bits; decoding shifts them back.  NaN/Inf are counted, never cast.
+dropped 16 bits; decoding shifts them back.  fp16 uses the branch-light integer
+conversion of F. Giesen ("float->half variants", 2016), round to nearest even,
+denormals included; it gives the same bits as numpy's ``astype(np.float16)``.
+Both encoders count the outputs whose exponent is all ones (a NaN/Inf input, or a
+finite value that rounds past the largest 16-bit value) instead of writing them
+silently: the caller turns a non-zero count into an error.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
 
 from hpcq.kernels._config import EXACT, EXACT_PARALLEL, use_parallel
+
+
+def f32_from_bits(u):  # type: ignore[no-untyped-def]
+    """The float32 whose bits are the low 32 bits of ``u`` (in jitted code: one register move)."""
+    return np.array([int(u) & 0xFFFFFFFF], dtype=np.uint32).view(np.float32)[0]
+
+
+def f32_bits(f):  # type: ignore[no-untyped-def]
+    """The uint32 bits of the float32 ``f`` (in jitted code: one register move)."""
+    return np.array([f], dtype=np.float32).view(np.uint32)[0]
+
+
+@intrinsic
+def _bitcast_u32_f32(typingctx, u):  # type: ignore[no-untyped-def]
+    # numba widens uint32 arithmetic to 64 bits: take the low 32 bits of any integer
+    if not isinstance(u, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        v = args[0]
+        if u.bitwidth > 32:
+            v = builder.trunc(v, ir.IntType(32))
+        elif u.bitwidth < 32:
+            v = builder.zext(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+
+    return types.float32(u), codegen
+
+
+@intrinsic
+def _bitcast_f32_u32(typingctx, f):  # type: ignore[no-untyped-def]
+    if f != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(f), codegen
+
+
+@overload(f32_from_bits)
+def _f32_from_bits_ol(u):  # type: ignore[no-untyped-def]
+    return lambda u: _bitcast_u32_f32(u)
+
+
+@overload(f32_bits)
+def _f32_bits_ol(f):  # type: ignore[no-untyped-def]
+    return lambda f: _bitcast_f32_u32(f)
 
 
 def _to_bf16_body(xbits, out):  # type: ignore[no-untyped-def]
@@ -32,6 +87,45 @@ def _from_bf16_body(h, out):  # type: ignore[no-untyped-def]
         out[i] = np.uint32(h[i]) << np.uint32(16)
 
 
+def _to_fp16_body(xbits, out):  # type: ignore[no-untyped-def]
+    bad = 0
+    denorm_magic = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)
+    fmagic = f32_from_bits(denorm_magic)
+    for i in prange(xbits.shape[0]):
+        b = xbits[i]
+        sign = (b >> np.uint32(16)) & np.uint32(0x8000)
+        f = b & np.uint32(0x7FFFFFFF)
+        if f >= np.uint32((127 + 16) << 23):  # beyond fp16 range, Inf or NaN
+            o = np.uint32(0x7C00)
+        elif f < np.uint32(113 << 23):  # fp16 denormal or zero: let the FPU round
+            o = f32_bits(f32_from_bits(f) + fmagic) - denorm_magic
+        else:  # normal: rebias the exponent, round the mantissa to nearest even
+            o = (f + np.uint32(((15 - 127) << 23) + 0xFFF) + ((f >> np.uint32(13)) & np.uint32(1))
+                 ) >> np.uint32(13)
+        if (o & np.uint32(0x7C00)) == np.uint32(0x7C00):
+            bad += 1
+        out[i] = np.uint16(o | sign)
+    return bad
+
+
+def _from_fp16_body(h, out):  # type: ignore[no-untyped-def]
+    magic = f32_from_bits(np.uint32(113 << 23))
+    for i in prange(h.shape[0]):
+        o = (np.uint32(h[i]) & np.uint32(0x7FFF)) << np.uint32(13)
+        e = o & np.uint32(0x0F800000)
+        o += np.uint32((127 - 15) << 23)
+        if e == np.uint32(0x0F800000):  # Inf/NaN keep an all-ones exponent
+            o += np.uint32((128 - 16) << 23)
+        elif e == 0:  # denormal: renormalise through the FPU
+            o += np.uint32(1 << 23)
+            o = f32_bits(f32_from_bits(o) - magic)
+        out[i] = o | ((np.uint32(h[i]) & np.uint32(0x8000)) << np.uint32(16))
+
+
+_to_fp16 = njit(**EXACT)(_to_fp16_body)
+_to_fp16_par = njit(**EXACT_PARALLEL)(_to_fp16_body)
+_from_fp16 = njit(**EXACT)(_from_fp16_body)
+_from_fp16_par = njit(**EXACT_PARALLEL)(_from_fp16_body)
 _to_bf16 = njit(**EXACT)(_to_bf16_body)
 _to_bf16_par = njit(**EXACT_PARALLEL)(_to_bf16_body)
 _from_bf16 = njit(**EXACT)(_from_bf16_body)
@@ -51,4 +145,17 @@ def from_bf16(h: np.ndarray) -> np.ndarray:
     """float32 values of the bf16 bit patterns ``h`` (uint16)."""
     out = np.empty(h.shape[0], dtype=np.uint32)
     (_from_bf16_par if use_parallel(h.shape[0]) else _from_bf16)(h, out)
+    return out.view(np.float32)
+
+
+def to_fp16(x: np.ndarray, out: np.ndarray) -> int:
+    """Write IEEE fp16 bits of float32 ``x`` into uint16 ``out``; return the Inf/NaN/overflow count."""
+    n = x.shape[0]
+    return int((_to_fp16_par if use_parallel(n) else _to_fp16)(x.view(np.uint32), out))
+
+
+def from_fp16(h: np.ndarray) -> np.ndarray:
+    """float32 values of the fp16 bit patterns ``h`` (uint16)."""
+    out = np.empty(h.shape[0], dtype=np.uint32)
+    (_from_fp16_par if use_parallel(h.shape[0]) else _from_fp16)(h, out)
     return out.view(np.float32)

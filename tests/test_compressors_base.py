@@ -59,6 +59,28 @@ def test_bf16_rounds_to_nearest_even():
     np.testing.assert_array_equal(y, np.array([1.0, 1 + 4 * 2**-8, -1.0], np.float32))
 
 
+def test_fp16_kernels_match_numpy_bit_for_bit():
+    from hpcq.kernels import cast
+
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    finite = np.isfinite(halves.view(np.float16))
+    ref = halves.view(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(cast.from_fp16(halves)[finite], ref[finite])
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.standard_normal(20000) * s for s in (1e-8, 1e-6, 1e-4, 1, 1e4)])
+    x = np.concatenate([x, [0.0, -0.0, 65504, 65519, 5.96e-8, 2.98e-8, 2.99e-8]]).astype(np.float32)
+    out = np.empty(x.shape[0], np.uint16)
+    assert cast.to_fp16(x, out) == 0
+    np.testing.assert_array_equal(out, x.astype(np.float16).view(np.uint16))
+    small = np.empty(500, np.uint16)
+    cast._to_fp16.py_func(x.view(np.uint32)[:500], small)  # the body, run by Python
+    np.testing.assert_array_equal(small, out[:500])
+    back = np.empty(500, np.uint32)
+    cast._from_fp16.py_func(out[:500], back)
+    np.testing.assert_array_equal(back.view(np.float32), cast.from_fp16(out[:500]))
+    assert cast.to_fp16(np.array([65520.0, np.inf], np.float32), np.empty(2, np.uint16)) == 2
+
+
 def test_input_forms():
     c = hpcq.compressor("fp32")
     x64 = np.linspace(-1, 1, 11)
@@ -87,7 +109,7 @@ def test_nonfinite_input_is_rejected_with_its_index(name):
 
 
 def test_fp16_range_error():
-    with pytest.raises(ValueError, match="fp16 range"):
+    with pytest.raises(ValueError, match="largest fp16"):
         hpcq.compressor("fp16").encode(np.array([7e4], np.float32))
 
 

@@ -1,5 +1,6 @@
 """Kernel conventions that a reviewer would otherwise check by eye (style practice 2)."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -11,14 +12,16 @@ KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 
 
 def test_no_kernel_hard_codes_numeric_flags():
-    """fastmath/parallel come from kernels/_config.py only."""
+    """fastmath/parallel come from kernels/_config.py only (no such keyword in any call)."""
     offenders = []
     for path in KERNELS.glob("*.py"):
         if path.name == "_config.py":
             continue
-        text = path.read_text()
-        if re.search(r"\b(fastmath|parallel)\s*=", text):
-            offenders.append(path.name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and any(
+                k.arg in ("fastmath", "parallel") for k in node.keywords
+            ):
+                offenders.append(f"{path.name}:{node.lineno}")
     assert not offenders, f"kernels that set fastmath/parallel themselves: {offenders}"
 
 

@@ -2,7 +2,7 @@
 
 Payloads: ``d`` little-endian float32 / IEEE binary16 / bfloat16 values.  The
 casts are deterministic (round to nearest even) and biased only by rounding.
-A value outside fp16's range (|x| > 65504) is an error, never a silent Inf.
+A value that rounds past fp16's largest (65504) is an error, never a silent Inf.
 """
 
 from __future__ import annotations
@@ -54,17 +54,16 @@ class FP16(Compressor):
         return 2 * n
 
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
-        m, bad = checks.maxabs_nonfinite(y)
-        if bad:
-            raise NonFiniteInputError
-        if m > FP16_MAX:
-            raise ValueError(f"fp16: max |x| = {m:.6g} exceeds the fp16 range ({FP16_MAX}); "
-                             f"scale the vector or use bf16")
-        out.view(np.float16)[:] = y
+        if cast.to_fp16(y, out.view(np.uint16)):
+            if checks.first_nonfinite(y) >= 0:
+                raise NonFiniteInputError
+            m, _ = checks.maxabs_nonfinite(y)
+            raise ValueError(f"fp16: max |x| = {m:.6g} rounds past the largest fp16 "
+                             f"({FP16_MAX}); scale the vector or use bf16")
         return 0
 
     def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
-        return payload.view(np.float16).astype(np.float32)
+        return cast.from_fp16(payload.view(np.uint16))
 
 
 @REGISTRY.register("bf16")
