@@ -1,4 +1,4 @@
-"""Name -> object registries filled by decorators (compressors, and later collectives, algorithms, ...).
+"""Name -> object registries filled by decorators (compressors, collectives, algorithms, ...).
 
 A plain dict per kind; an unknown name raises a ValueError that lists the valid ones.
 """

@@ -21,7 +21,10 @@ Policy
 from __future__ import annotations
 
 import os
+from types import FunctionType
 from typing import Any
+
+from numba import njit
 
 #: Reassociation is allowed for reductions only; see module docstring.
 REDUCE_FASTMATH: frozenset[str] = frozenset({"reassoc", "nsz", "contract"})
@@ -44,3 +47,18 @@ def use_parallel(n: int) -> bool:
     import numba
 
     return n >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1
+
+
+def twins(body: Any, serial: dict[str, Any] = EXACT,
+          parallel: dict[str, Any] = EXACT_PARALLEL) -> tuple[Any, Any]:
+    """Serial and parallel dispatchers of one kernel body, cached apart.
+
+    numba's on-disk cache keys a function by qualified name and line, not by its
+    flags: two ``njit`` of the same function share one index, and the parallel one
+    can load the serial machine code (seen here: no speed-up with 2 threads).  The
+    parallel twin is therefore a copy of the function renamed ``<name>_par``.
+    """
+    par = FunctionType(body.__code__, body.__globals__, body.__name__ + "_par",
+                       body.__defaults__, body.__closure__)
+    par.__qualname__ = body.__qualname__ + "_par"
+    return njit(**serial)(body), njit(**parallel)(par)

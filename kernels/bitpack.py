@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from hpcq.kernels._config import EXACT, EXACT_PARALLEL, INLINE, use_parallel
+from hpcq.kernels._config import INLINE, twins, use_parallel
 
 MAX_WIDTH = 16
 
@@ -98,10 +98,8 @@ def _unpack_body(buf, width, n, out):  # type: ignore[no-untyped-def]
             have -= w
 
 
-_pack = njit(**EXACT)(_pack_body)
-_pack_par = njit(**EXACT_PARALLEL)(_pack_body)
-_unpack = njit(**EXACT)(_unpack_body)
-_unpack_par = njit(**EXACT_PARALLEL)(_unpack_body)
+_pack, _pack_par = twins(_pack_body)
+_unpack, _unpack_par = twins(_unpack_body)
 
 
 def _check_width(width: int) -> int:
@@ -143,7 +141,7 @@ def pack_codes(codes: np.ndarray, width: int, out: np.ndarray | None = None) -> 
 
 
 def unpack_codes(buf: np.ndarray, width: int, n: int) -> np.ndarray:
-    """Inverse of :func:`pack_codes`: ``n`` codes of ``width`` bits as uint16 (uint32 never needed)."""
+    """Inverse of :func:`pack_codes`: ``n`` codes of ``width`` bits, as uint16."""
     width = _check_width(width)
     buf = np.asarray(buf)
     if buf.dtype != np.uint8 or buf.ndim != 1:

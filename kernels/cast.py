@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import prange, types
 from numba.extending import intrinsic, overload
 
-from hpcq.kernels._config import EXACT, EXACT_PARALLEL, use_parallel
+from hpcq.kernels._config import twins, use_parallel
 
 
 def f32_from_bits(u):  # type: ignore[no-untyped-def]
@@ -122,14 +122,10 @@ def _from_fp16_body(h, out):  # type: ignore[no-untyped-def]
         out[i] = o | ((np.uint32(h[i]) & np.uint32(0x8000)) << np.uint32(16))
 
 
-_to_fp16 = njit(**EXACT)(_to_fp16_body)
-_to_fp16_par = njit(**EXACT_PARALLEL)(_to_fp16_body)
-_from_fp16 = njit(**EXACT)(_from_fp16_body)
-_from_fp16_par = njit(**EXACT_PARALLEL)(_from_fp16_body)
-_to_bf16 = njit(**EXACT)(_to_bf16_body)
-_to_bf16_par = njit(**EXACT_PARALLEL)(_to_bf16_body)
-_from_bf16 = njit(**EXACT)(_from_bf16_body)
-_from_bf16_par = njit(**EXACT_PARALLEL)(_from_bf16_body)
+_to_fp16, _to_fp16_par = twins(_to_fp16_body)
+_from_fp16, _from_fp16_par = twins(_from_fp16_body)
+_to_bf16, _to_bf16_par = twins(_to_bf16_body)
+_from_bf16, _from_bf16_par = twins(_from_bf16_body)
 
 
 def to_bf16(x: np.ndarray, out: np.ndarray) -> int:
@@ -149,7 +145,7 @@ def from_bf16(h: np.ndarray) -> np.ndarray:
 
 
 def to_fp16(x: np.ndarray, out: np.ndarray) -> int:
-    """Write IEEE fp16 bits of float32 ``x`` into uint16 ``out``; return the Inf/NaN/overflow count."""
+    """IEEE fp16 bits of float32 ``x`` into uint16 ``out``; returns the Inf/NaN/overflow count."""
     n = x.shape[0]
     return int((_to_fp16_par if use_parallel(n) else _to_fp16)(x.view(np.uint32), out))
 

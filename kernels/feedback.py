@@ -8,9 +8,9 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from hpcq.kernels._config import EXACT, EXACT_PARALLEL, use_parallel
+from hpcq.kernels._config import twins, use_parallel
 
 
 def _compensate_body(g, h, alpha, out):  # type: ignore[no-untyped-def]
@@ -25,10 +25,8 @@ def _update_body(g, q, h, beta):  # type: ignore[no-untyped-def]
         h[i] = b * h[i] + (g[i] - q[i])
 
 
-_compensate = njit(**EXACT)(_compensate_body)
-_compensate_par = njit(**EXACT_PARALLEL)(_compensate_body)
-_update = njit(**EXACT)(_update_body)
-_update_par = njit(**EXACT_PARALLEL)(_update_body)
+_compensate, _compensate_par = twins(_compensate_body)
+_update, _update_par = twins(_update_body)
 
 
 def compensate(g: np.ndarray, h: np.ndarray, alpha: float) -> np.ndarray:

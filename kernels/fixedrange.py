@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from hpcq.kernels._config import EXACT, EXACT_PARALLEL, INLINE, use_parallel
+from hpcq.kernels._config import EXACT, INLINE, twins, use_parallel
 from hpcq.kernels.rng import uniform24
 
 CHUNK = 1 << 14
@@ -113,8 +113,7 @@ def _encode_body(x, bitmap, extra, b0, r, stochastic, key, size, offs, out,
     return clipped, bad
 
 
-_encode = njit(**EXACT)(_encode_body)
-_encode_par = njit(**EXACT_PARALLEL)(_encode_body)
+_encode, _encode_par = twins(_encode_body)
 
 
 @njit(**EXACT)
@@ -166,8 +165,7 @@ def _decode_body(buf, bitmap, extra, b0, r, size, offs, out):  # type: ignore[no
                 out[np.uint64(i)] = np.float32(val if w else 0.0)
 
 
-_decode = njit(**EXACT)(_decode_body)
-_decode_par = njit(**EXACT_PARALLEL)(_decode_body)
+_decode, _decode_par = twins(_decode_body)
 
 
 def _encode8_body(x, b0, r, stochastic, key, out):  # type: ignore[no-untyped-def]
@@ -213,10 +211,8 @@ def _decode8_body(buf, b0, r, out):  # type: ignore[no-untyped-def]
             out[np.uint64(base + j)] = np.float32(-r + (np.float64(k) + 0.5) * d)
 
 
-_encode8 = njit(**EXACT)(_encode8_body)
-_encode8_par = njit(**EXACT_PARALLEL)(_encode8_body)
-_decode8 = njit(**EXACT)(_decode8_body)
-_decode8_par = njit(**EXACT_PARALLEL)(_decode8_body)
+_encode8, _encode8_par = twins(_encode8_body)
+_decode8, _decode8_par = twins(_decode8_body)
 
 
 def total_bits(n: int, bits: float) -> int:

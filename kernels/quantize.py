@@ -24,8 +24,9 @@ per bucket, or ``lo, hi`` pairs for MINMAX), then the codes packed LSB-first in
 groups of 8 (:mod:`hpcq.kernels.bitpack`).
 
 Kernels work per bucket, reading the input once: the bucket's statistics (integer
-max/min of the float bits, which also flags NaN/Inf; float64 sums over fixed
-4096-entry pieces, so the bytes never depend on the thread count), then blocks
+max/min of the float bits, which also flags NaN/Inf; float64 sums in a fixed order
+(:mod:`hpcq.kernels.sums`) over 4096-entry pieces, so the bytes never depend on the
+thread count or on how LLVM vectorised a caller), then blocks
 of 512 codes computed by a vectorised loop into a 512-byte buffer that stays in
 L1, and packed with shifts into their ``8 * width``-bit groups.  Buckets larger than
 a piece take two passes (statistics, then codes) so that they too run in
@@ -36,19 +37,20 @@ negative-index test, which would otherwise stop LLVM from vectorising them.
 from __future__ import annotations
 
 import numpy as np
-from hpcq.kernels._config import EXACT, EXACT_PARALLEL, INLINE, REDUCE, use_parallel
-from hpcq.kernels.bitpack import packed_nbytes
-from hpcq.kernels.rng import GOLDEN, mix64
 from numba import njit, prange
 
+from hpcq.kernels._config import EXACT, INLINE, twins, use_parallel
+from hpcq.kernels.bitpack import packed_nbytes
+from hpcq.kernels.blockpack import BLOCK, pack_block, stream_views, unpack_block
+from hpcq.kernels.rng import GOLDEN, mix64
+from hpcq.kernels.sums import sum_id64, sum_sq64
+
 MAXABS, L2, MINMAX, TERNARY = 0, 1, 2, 3
-BLOCK = 512  # codes per block: computed into an L1 buffer, then packed
 PIECE = 4096  # entries per partial sum (fixed, so the result is thread-independent)
 ONE24 = float(1 << 24)
 _U = np.uint64
 _HALF24 = np.int64(1 << 23)
 _S40 = np.uint64(40)
-_U8 = np.uint64(8)
 _F32MAX = 3.4028234663852886e38
 _ABSMASK = np.uint32(0x7FFFFFFF)
 _INFBITS = np.uint32(0x7F800000)
@@ -104,40 +106,20 @@ def _key_float(k):  # type: ignore[no-untyped-def]
     return np.float64(np.int32(k ^ ((k >> np.int32(31)) & np.int32(0x7FFFFFFF))).view(np.float32))
 
 
-@njit(**REDUCE)
-def _sumsq(x, i0, n):  # type: ignore[no-untyped-def]
-    s = 0.0
-    for j in range(n):
-        v = np.float64(x[i0 + j])
-        s += v * v
-    return s
-
-
-@njit(**REDUCE)
-def _sum_sumsq(x, i0, n):  # type: ignore[no-untyped-def]
-    s = 0.0
-    q = 0.0
-    for j in range(n):
-        v = np.float64(x[i0 + j])
-        s += v
-        q += v * v
-    return s, q
-
-
 @njit(**EXACT)
 def _piece_stats(x, xb, i0, n, mode):  # type: ignore[no-untyped-def]
-    """(s0, s1, s2, ok) over ``x[i0:i0+n]`` (``xb``: x as uint32); see :func:`_combine`."""
+    """(s0, s1, s2, ok) over ``x[i0:i0+n]`` (``xb``: x as uint32); see :func:`_combine`;
+    ok: all finite.  Sums are float64 in a fixed order (:mod:`hpcq.kernels.sums`)."""
     amax = _absmax_bits(xb, i0, n)
     ok = amax < _INFBITS
     fmax = np.float64(np.uint32(amax).view(np.float32))
     if mode == L2:
-        return _sumsq(x, i0, n), 0.0, 0.0, ok
+        return sum_sq64(x, i0, n), 0.0, 0.0, ok
     if mode == MINMAX:
         lo, hi = _minmax_keys(xb, i0, n)
         return _key_float(lo), _key_float(hi), 0.0, ok
     if mode == TERNARY:
-        s, q = _sum_sumsq(x, i0, n)
-        return fmax, s, q, ok
+        return fmax, sum_id64(x, i0, n), sum_sq64(x, i0, n), ok
     return fmax, 0.0, 0.0, ok
 
 
@@ -182,95 +164,6 @@ def _interval(s0, s1, s2, n, mode, clip, scales, k):  # type: ignore[no-untyped-
         m = np.float32(s0)
     scales[k] = m
     return -np.float64(m), np.float64(m)
-
-
-# ------------------------------------------------------------------ packing
-def stream_views(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(uint8, uint16, uint32) views of a packed stream (trimmed to whole items), made once."""
-    n = codes.shape[0]
-    return codes, codes[: n & ~1].view(np.uint16), codes[: n & ~3].view(np.uint32)
-
-
-@njit(**INLINE)
-def _squeeze(v, w):  # type: ignore[no-untyped-def]
-    """8 codes, one per byte of ``v``, to 8w LSB-first bits."""
-    v = (v & _U(0x00FF00FF00FF00FF)) | (((v >> _U8) & _U(0x00FF00FF00FF00FF)) << w)
-    v = (v & _U(0x0000FFFF0000FFFF)) | (((v >> _U(16)) & _U(0x0000FFFF0000FFFF)) << (w + w))
-    return (v & _U(0xFFFFFFFF)) | ((v >> _U(32)) << (_U(4) * w))
-
-
-@njit(**INLINE)
-def _spread(v, w):  # type: ignore[no-untyped-def]
-    """Inverse of :func:`_squeeze`: 8w LSB-first bits to one code per byte."""
-    m4 = (_U(1) << (_U(4) * w)) - _U(1)
-    v = (v & m4) | ((v >> (_U(4) * w)) & m4) << _U(32)
-    m2 = ((_U(1) << (w + w)) - _U(1)) * _U(0x0000000100000001)
-    v = (v & m2) | ((v >> (w + w)) & m2) << _U(16)
-    m1 = ((_U(1) << w) - _U(1)) * _U(0x0001000100010001)
-    return (v & m1) | ((v >> w) & m1) << _U8
-
-
-@njit(**INLINE)
-def pack_block(buf, words, cnt, codes, g0, width):  # type: ignore[no-untyped-def]
-    """Pack ``cnt`` (<= BLOCK) one-byte codes of ``buf`` (``words``: its uint64 view) as groups
-    ``g0, g0 + 1, ...`` of the stream ``codes`` = :func:`stream_views` (uint64 ``g0``)."""
-    w = _U(width)
-    ng = _U(cnt >> 3)  # whole groups; for width 1, 2, 4 whole uint8/16/32 items
-    if width == 4:
-        for q in range(ng):
-            codes[2][g0 + q] = np.uint32(_squeeze(words[q], w))
-    elif width == 2:
-        for q in range(ng):
-            codes[1][g0 + q] = np.uint16(_squeeze(words[q], w))
-    elif width == 1:  # one multiply gathers the 8 bits (no carries: the products never overlap)
-        for q in range(ng):
-            codes[0][g0 + q] = np.uint8((words[q] * _U(0x0102040810204080)) >> _U(56))
-    elif width == 8:
-        for j in range(ng * _U8):
-            codes[0][g0 * _U8 + j] = buf[j]
-    else:
-        for q in range(ng):
-            v = _squeeze(words[q], w)
-            for r in range(w):
-                codes[0][(g0 + q) * w + r] = np.uint8(v & _U(0xFF))
-                v >>= _U8
-    if cnt & 7:  # a short last group: zero its missing codes, write the bytes its bits reach
-        for j in range(cnt, (cnt + 7) & ~7):
-            buf[j] = 0
-        v = _squeeze(words[ng], w)
-        for r in range(_U(((cnt & 7) * width + 7) >> 3)):
-            codes[0][(g0 + ng) * w + r] = np.uint8(v & _U(0xFF))
-            v >>= _U8
-
-
-@njit(**INLINE)
-def unpack_block(codes, g0, cnt, width, buf, words):  # type: ignore[no-untyped-def]
-    """Inverse of :func:`pack_block`: ``cnt`` codes from group ``g0`` on, one byte each in buf."""
-    w = _U(width)
-    ng = _U(cnt >> 3)
-    if width == 4:
-        for q in range(ng):
-            words[q] = _spread(_U(codes[2][g0 + q]), w)
-    elif width == 2:
-        for q in range(ng):
-            words[q] = _spread(_U(codes[1][g0 + q]), w)
-    elif width == 1:
-        for q in range(ng):
-            words[q] = _spread(_U(codes[0][g0 + q]), w)
-    elif width == 8:
-        for j in range(ng * _U8):
-            buf[j] = codes[0][g0 * _U8 + j]
-    else:
-        for q in range(ng):
-            v = _U(0)
-            for r in range(w):
-                v |= _U(codes[0][(g0 + q) * w + r]) << (_U8 * r)
-            words[q] = _spread(v, w)
-    if cnt & 7:
-        v = _U(0)
-        for r in range(_U(((cnt & 7) * width + 7) >> 3)):
-            v |= _U(codes[0][(g0 + ng) * w + r]) << (_U8 * r)
-        words[ng] = _spread(v, w)
 
 
 # ------------------------------------------------------------------ quantize
@@ -454,14 +347,11 @@ def _decode_body(scales, codes, bucket, nlev, width, mode, nblk, out):  # type: 
     return bad_scales, bad_codes
 
 
-_encode = njit(**EXACT)(_encode_body)
-_encode_par = njit(**EXACT_PARALLEL)(_encode_body)
-_stats = njit(**EXACT)(_stats_body)
-_stats_par = njit(**EXACT_PARALLEL)(_stats_body)
-_quantize_pieces = njit(**EXACT)(_quantize_pieces_body)
-_quantize_pieces_par = njit(**EXACT_PARALLEL)(_quantize_pieces_body)
-_decode = njit(**EXACT)(_decode_body)
-_decode_par = njit(**EXACT_PARALLEL)(_decode_body)
+
+_encode, _encode_par = twins(_encode_body)
+_stats, _stats_par = twins(_stats_body)
+_quantize_pieces, _quantize_pieces_par = twins(_quantize_pieces_body)
+_decode, _decode_par = twins(_decode_body)
 
 
 # ------------------------------------------------------------------ wrappers

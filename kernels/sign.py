@@ -8,21 +8,26 @@ Scales (per bucket ``b`` of ``len(b)`` entries):
 
 Wire layout: the float32 scales, then the bits LSB-first (bit ``i`` is 1 for ``x_i >= 0``).
 
-The bits do not depend on the scale, so one pass does everything: every piece of
-``min(bucket, PIECE)`` entries writes its bits and its partial sums: float32 per
-512-entry block, fused with the bits (a block whose float32 sums overflow is summed
-again in float64, where float32 input cannot overflow, so the sums are NaN/Inf
-exactly when the input holds NaN/Inf), then float64 across blocks.  The partial
-sums are combined in order, so the bytes never depend on the thread count.
+The bits do not depend on the scale, so one pass does everything.  The input is cut
+into *segments*: whole buckets, or pieces of ``PIECE`` entries of larger buckets.  Per
+segment one vectorised loop (:func:`hpcq.kernels.sums.sign_bits_sum_abs`) stores the
+compare bits of 16 entries as two bytes and adds ``|x|`` in float32 with a fixed order
+of additions; a segment whose float32 sums overflow is summed again in float64, where
+float32 input cannot overflow, so the sums are NaN/Inf exactly when the input holds
+NaN/Inf.  Segment sums are combined in order per bucket: every floating-point operation
+is fixed by the source, so the bytes never depend on the thread count.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from hpcq.kernels._config import EXACT, EXACT_PARALLEL, INLINE, REDUCE
-from hpcq.kernels.bitpack import packed_nbytes
-from hpcq.kernels.quantize import BLOCK, PIECE, blocks, pack_block, stream_views, unpack_block
 from numba import njit, prange
+
+from hpcq.kernels._config import EXACT, INLINE, twins
+from hpcq.kernels.bitpack import packed_nbytes
+from hpcq.kernels.blockpack import BLOCK, stream_views, unpack_block
+from hpcq.kernels.quantize import PIECE, blocks
+from hpcq.kernels.sums import sign_bits_sum_abs, sum_abs64, sum_sq, sum_sq64
 
 L1, DRIVE = 0, 1
 _U = np.uint64
@@ -35,113 +40,74 @@ def payload_nbytes(n: int, bucket: int) -> int:
     return 4 * nb + packed_nbytes(n, 1)
 
 
-@njit(**REDUCE)
-def _abs_sums(x, i0, n):  # type: ignore[no-untyped-def]
-    """(sum |x|, sum x^2) over x[i0:i0+n] in float64."""
-    s = 0.0
-    q = 0.0
-    for j in range(n):
-        v = np.float64(x[i0 + j])
-        s += abs(v)
-        q += v * v
-    return s, q
-
-
-@njit(**REDUCE)
-def _bits_l1(x, i, cnt, buf):  # type: ignore[no-untyped-def]
-    """Sign bytes of x[i:i+cnt] into buf; return (sum |x|, 0) in float32 (one fused pass)."""
-    s = np.float32(0.0)
-    for j in range(_U(cnt)):
-        v = x[i + j]
-        s += abs(v)
-        buf[j] = np.uint8(v >= np.float32(0.0))
-    return s, np.float32(0.0)
-
-
-@njit(**REDUCE)
-def _bits_l1_l2(x, i, cnt, buf):  # type: ignore[no-untyped-def]
-    """As :func:`_bits_l1`, also returning sum x^2."""
-    s = np.float32(0.0)
-    q = np.float32(0.0)
-    for j in range(_U(cnt)):
-        v = x[i + j]
-        s += abs(v)
-        q += v * v
-        buf[j] = np.uint8(v >= np.float32(0.0))
-    return s, q
+@njit(**INLINE)
+def segments(bucket):  # type: ignore[no-untyped-def]
+    """(segment length, segments per bucket) for an effective bucket: whole buckets up to
+    PIECE entries, else PIECE-entry pieces (the last one of a bucket may be short)."""
+    seg = min(bucket, PIECE)
+    return seg, (bucket + seg - 1) // seg
 
 
 @njit(**INLINE)
-def _bits_sums(x, c0, cnt, mode, buf):  # type: ignore[no-untyped-def]
-    """Sign bytes of x[c0:c0+cnt] into buf; return (sum |x|, sum x^2 or 0) as float64."""
-    if mode == L1:
-        a, b = _bits_l1(x, _U(c0), cnt, buf)
-    else:
-        a, b = _bits_l1_l2(x, _U(c0), cnt, buf)
-    if not (np.isfinite(a) and np.isfinite(b)):
-        return _abs_sums(x, _U(c0), _U(cnt))
-    return np.float64(a), np.float64(b)
+def _segment(g, n, bucket, seg, ppb):  # type: ignore[no-untyped-def]
+    """(start, length) of segment g; length 0 past the end of a short last bucket."""
+    if ppb == 1:  # segments are buckets (no integer division: it would cost ~15 cycles)
+        return g * bucket, max(0, min(bucket, n - g * bucket))
+    k = g // ppb
+    i0 = k * bucket + (g % ppb) * seg
+    return i0, max(0, min(n, i0 + seg, (k + 1) * bucket) - i0)
+
+
+@njit(**INLINE)
+def _segment_bits(x, i0, cnt, mode, codes):  # type: ignore[no-untyped-def]
+    """Pack the bits of x[i0:i0+cnt]; return (sum |x|, sum x^2 or 0) as float64."""
+    s = np.float64(sign_bits_sum_abs(x, i0, cnt, codes, i0 >> 3))
+    q = np.float64(sum_sq(x, i0, cnt)) if mode == DRIVE else 0.0
+    if np.isfinite(s) and np.isfinite(q):
+        return s, q
+    return sum_abs64(x, i0, cnt), sum_sq64(x, i0, cnt)  # float32 overflow, or NaN/Inf input
 
 
 @njit(**INLINE)
 def _scale(s, q, cnt, mode):  # type: ignore[no-untyped-def]
-    """The float32 scale of a bucket of ``cnt`` entries from its sum |x| and sum x^2."""
+    """A bucket's float32 scale from its float64 sum |x| and sum x^2."""
     if mode == L1:
         return np.float32(s / cnt)
     return np.float32(q / s) if s > 0.0 else np.float32(0.0)
 
 
 def _encode_body(x, bucket, mode, nblk, sums, scales, codes):  # type: ignore[no-untyped-def]
-    """Bits and partial sums of every unit (piece) of min(bucket, PIECE) entries.
+    """Bits and sums of every segment, nblk runs of segments in parallel.
 
-    Blocks are summed in float32 (vectorised with the bits); a block whose float32 sums
-    overflow is summed again in float64, which is NaN/Inf only for NaN/Inf input.  When a
-    bucket is one unit its scale is written at once, and the buckets with NaN/Inf counted.
+    When segments are buckets their scales are written here and the buckets with NaN/Inf
+    counted (returned); otherwise :func:`_finish` combines the segment sums.
     """
     n = x.shape[0]
-    ppb = (bucket + PIECE - 1) // PIECE
-    unit = min(bucket, PIECE)
-    nu = sums.shape[0]
+    seg, ppb = segments(bucket)
+    ng = sums.shape[0]
     bad = 0
     for blk in prange(nblk):
-        buf = np.empty(BLOCK, np.uint8)
-        words = buf.view(np.uint64)
-        for u in range(blk * nu // nblk, (blk + 1) * nu // nblk):
-            k = u // ppb
-            i0 = k * bucket + (u % ppb) * unit
-            i1 = max(i0, min(n, i0 + unit, (k + 1) * bucket))  # empty past a short last bucket
-            s = 0.0
-            q = 0.0
-            nfull = i0 + (i1 - i0) // BLOCK * BLOCK
-            for c0 in range(i0, nfull, BLOCK):  # BLOCK passed literally: a constant for LLVM
-                a, b = _bits_sums(x, c0, BLOCK, mode, buf)
-                pack_block(buf, words, BLOCK, codes, _U(c0 >> 3), 1)
-                s += a
-                q += b
-            if nfull < i1:
-                a, b = _bits_sums(x, nfull, i1 - nfull, mode, buf)
-                pack_block(buf, words, i1 - nfull, codes, _U(nfull >> 3), 1)
-                s += a
-                q += b
-            sums[u, 0] = s
-            sums[u, 1] = q
+        for g in range(blk * ng // nblk, (blk + 1) * ng // nblk):
+            i0, cnt = _segment(g, n, bucket, seg, ppb)
+            s, q = _segment_bits(x, i0, cnt, mode, codes)
+            bad += not (np.isfinite(s) and np.isfinite(q))
+            sums[g, 0], sums[g, 1] = s, q
             if ppb == 1:
-                scales[k] = _scale(s, q, i1 - i0, mode)
-                bad += not (np.isfinite(s) and np.isfinite(q))
+                scales[g] = _scale(s, q, cnt, mode)
     return bad
 
 
 @njit(**EXACT)
 def _finish(sums, n, bucket, mode, scales):  # type: ignore[no-untyped-def]
-    """Combine partial sums in order into each bucket's scale; return the buckets with NaN/Inf."""
-    ppb = (bucket + PIECE - 1) // PIECE
+    """Combine segment sums in order into each bucket's scale; return the buckets with NaN/Inf."""
+    _, ppb = segments(bucket)
     bad = 0
     for k in range(scales.shape[0]):
         s = 0.0
         q = 0.0
-        for u in range(k * ppb, (k + 1) * ppb):
-            s += sums[u, 0]
-            q += sums[u, 1]
+        for g in range(k * ppb, (k + 1) * ppb):
+            s += sums[g, 0]
+            q += sums[g, 1]
         bad += not (np.isfinite(s) and np.isfinite(q))
         scales[k] = _scale(s, q, min(bucket, n - k * bucket), mode)
     return bad
@@ -165,7 +131,7 @@ def _decode_body(scales, codes, bucket, nblk, out):  # type: ignore[no-untyped-d
                 bad += 1
                 s = np.float32(0.0)
             nfull = i0 + (i1 - i0) // BLOCK * BLOCK
-            for c0 in range(i0, nfull, BLOCK):
+            for c0 in range(i0, nfull, BLOCK):  # BLOCK passed literally: a constant for LLVM
                 _signs_block(codes, c0, BLOCK, s, buf, words, out)
             if nfull < i1:
                 _signs_block(codes, nfull, i1 - nfull, s, buf, words, out)
@@ -179,10 +145,8 @@ def _signs_block(codes, c0, cnt, s, buf, words, out):  # type: ignore[no-untyped
         out[_U(c0) + j] = s if buf[j] else -s
 
 
-_encode = njit(**EXACT)(_encode_body)
-_encode_par = njit(**EXACT_PARALLEL)(_encode_body)
-_decode = njit(**EXACT)(_decode_body)
-_decode_par = njit(**EXACT_PARALLEL)(_decode_body)
+_encode, _encode_par = twins(_encode_body)
+_decode, _decode_par = twins(_decode_body)
 
 
 def _layout(n: int, bucket: int, mode: int) -> int:
@@ -205,12 +169,12 @@ def sign_encode(x: np.ndarray, out: np.ndarray, *, bucket: int, mode: int) -> in
     if n == 0:
         return 0
     nb = -(-n // b)
-    scales = out[: 4 * nb].view(np.float32)
-    sums = np.empty((nb * -(-b // PIECE), 2))
+    _, ppb = segments(b)
+    sums = np.empty((nb * ppb, 2))
     par, nblk = blocks(sums.shape[0], n)
-    bad = (_encode_par if par else _encode)(x, b, mode, nblk, sums, scales,
-                                            stream_views(out[4 * nb :]))
-    return int(bad if b <= PIECE else _finish(sums, n, b, mode, scales))
+    scales = out[: 4 * nb].view(np.float32)
+    bad = (_encode_par if par else _encode)(x, b, mode, nblk, sums, scales, out[4 * nb :])
+    return int(bad if ppb == 1 else _finish(sums, n, b, mode, scales))
 
 
 def sign_decode(payload: np.ndarray, n: int, *, bucket: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from hpcq.kernels._config import EXACT, EXACT_PARALLEL, INLINE, use_parallel
+from hpcq.kernels._config import EXACT, INLINE, twins, use_parallel
 from hpcq.kernels.bitpack import get_code
 from hpcq.kernels.rng import uniform24
 from hpcq.kernels.subset import bitmap_indices
@@ -115,12 +115,9 @@ def _nonfinite_body(x):  # type: ignore[no-untyped-def]
     return bad
 
 
-_hist = njit(**EXACT)(_hist_body)
-_hist_par = njit(**EXACT_PARALLEL)(_hist_body)
-_collect = njit(**EXACT)(_collect_body)
-_collect_par = njit(**EXACT_PARALLEL)(_collect_body)
-_nonfinite = njit(**EXACT)(_nonfinite_body)
-_nonfinite_par = njit(**EXACT_PARALLEL)(_nonfinite_body)
+_hist, _hist_par = twins(_hist_body)
+_collect, _collect_par = twins(_collect_body)
+_nonfinite, _nonfinite_par = twins(_nonfinite_body)
 
 
 @njit(**EXACT)
@@ -218,8 +215,7 @@ def _scatter_stream_body(idx_buf, width, k, vals, codes, bits, m, mult, out):  #
     return bad
 
 
-_scatter_stream = njit(**EXACT)(_scatter_stream_body)
-_scatter_stream_par = njit(**EXACT_PARALLEL)(_scatter_stream_body)
+_scatter_stream, _scatter_stream_par = twins(_scatter_stream_body)
 
 
 @njit(**EXACT)

@@ -16,6 +16,7 @@ bucket, then the 2-bit codes LSB-first (4 per byte).  A constant bucket has
 from __future__ import annotations
 
 import numpy as np
+
 from hpcq.kernels import quantize as _q
 
 NLEV = 3

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from hpcq.kernels._config import EXACT, EXACT_PARALLEL, INLINE, use_parallel
+from hpcq.kernels._config import EXACT, INLINE, twins, use_parallel
 from hpcq.kernels.rng import bits64
 from hpcq.kernels.sparsify import get_wide, index_width, put
 
@@ -81,8 +81,7 @@ def _stats_body(g, size, sums):  # type: ignore[no-untyped-def]
         sums[c, 2] = (s0 + s1) + (s2 + s3)
 
 
-_stats = njit(**EXACT)(_stats_body)
-_stats_par = njit(**EXACT_PARALLEL)(_stats_body)
+_stats, _stats_par = twins(_stats_body)
 
 
 @njit(**INLINE)
@@ -190,8 +189,7 @@ def _decode_had_body(codes, scale, out):  # type: ignore[no-untyped-def]
         out[m] = np.float32(acc * scale)
 
 
-_decode_had = njit(**EXACT)(_decode_had_body)
-_decode_had_par = njit(**EXACT_PARALLEL)(_decode_had_body)
+_decode_had, _decode_had_par = twins(_decode_had_body)
 
 
 def _chunk_stats(y: np.ndarray) -> np.ndarray:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hpcq.kernels.bitpack import pack_codes
 
 from hpcq.bench import numpy_ref, resolve_compressors
 from hpcq.bench.kernels import DEFAULT_SPECS, format_table, parse_sizes, repeats_for, run
 from hpcq.cli import main
+from hpcq.kernels.bitpack import pack_codes
 from hpcq.store import read_attrs, read_cases
 
 

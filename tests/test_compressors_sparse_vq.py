@@ -6,11 +6,11 @@ import naive
 import numba
 import numpy as np
 import pytest
-from hpcq.kernels import _config
 
 import hpcq
 from hpcq.compressors import HEADER_BYTES, decode, parse_header
 from hpcq.compressors.base import NonFiniteInputError
+from hpcq.kernels import _config
 
 
 def _have_fwht():

@@ -3,6 +3,7 @@
 import naive
 import numpy as np
 import pytest
+
 from hpcq.kernels import fixedrange as fr
 from hpcq.kernels import subset
 

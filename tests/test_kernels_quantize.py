@@ -4,6 +4,7 @@ import naive
 import numba
 import numpy as np
 import pytest
+
 from hpcq.kernels import quantize as q
 from hpcq.kernels.bitpack import packed_nbytes
 

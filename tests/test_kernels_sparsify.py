@@ -3,6 +3,7 @@
 import naive
 import numpy as np
 import pytest
+
 from hpcq.kernels import sparsify as sp
 from hpcq.kernels import subset
 

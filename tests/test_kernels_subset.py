@@ -3,6 +3,7 @@
 import naive
 import numpy as np
 import pytest
+
 from hpcq.kernels import subset
 
 KEY = np.uint64(0x1234_5678_9ABC_DEF0)

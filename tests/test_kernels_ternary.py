@@ -3,6 +3,7 @@
 import naive
 import numpy as np
 import pytest
+
 from hpcq.kernels import quantize as q
 from hpcq.kernels import ternary
 

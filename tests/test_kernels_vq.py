@@ -5,6 +5,7 @@ import importlib.util
 import naive
 import numpy as np
 import pytest
+
 from hpcq.kernels import vq
 from hpcq.kernels.sparsify import index_width
 

@@ -275,7 +275,7 @@ class Compressor:
         return b, -(-d // b) * b
 
     def wire_bytes(self, d: int) -> int | None:
-        """Exact length of :meth:`encode`'s output for a vector of length ``d`` (None: data-dependent)."""
+        """Exact length of :meth:`encode`'s output for length ``d``; None if data-dependent."""
         if d < 0:
             raise ValueError(f"d must be >= 0, got {d}")
         pn = self._payload_nbytes(self._layout(d)[1])
