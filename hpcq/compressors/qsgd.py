@@ -14,11 +14,9 @@ Payload layout: one float32 norm per bucket, then the codes ``c = s + s q_i / no
 
 from __future__ import annotations
 
-import numpy as np
-
 from hpcq.compressors import REGISTRY
-from hpcq.compressors.base import Compressor, Keys, NonFiniteInputError, Param
-from hpcq.compressors.uniform import check_bucket
+from hpcq.compressors.affine import AffineQuantizer
+from hpcq.compressors.base import Param
 from hpcq.kernels import quantize
 
 NORMS = {"l2": quantize.L2, "linf": quantize.MAXABS}
@@ -26,7 +24,7 @@ DEFAULT_BITS = 4
 
 
 @REGISTRY.register("qsgd")
-class QSGD(Compressor):
+class QSGD(AffineQuantizer):
     """QSGD with s levels and a per-bucket norm."""
 
     name = "qsgd"
@@ -45,7 +43,7 @@ class QSGD(Compressor):
     )
 
     def _validate(self) -> None:
-        check_bucket(self.name, self.p["bucket"])
+        super()._validate()
         bits, s = self.p["bits"], self.p["s"]
         if s is None:
             bits = DEFAULT_BITS if bits is None else bits
@@ -58,22 +56,6 @@ class QSGD(Compressor):
                              f"s={(1 << (bits - 1)) - 1}; give one of them")
         self.p["bits"], self.p["s"] = bits, s
 
-    @property
-    def unbiased(self) -> bool:
-        return bool(self.p["rounding"] == "stochastic")
-
     def _layout_args(self) -> dict[str, int]:
         return {"bucket": self.p["bucket"], "nlev": 2 * self.p["s"] + 1,
                 "mode": NORMS[self.p["norm"]]}
-
-    def _payload_nbytes(self, n: int) -> int:
-        return quantize.payload_nbytes(n, **self._layout_args())
-
-    def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
-        if quantize.quantize(y, out, stochastic=self.p["rounding"] == "stochastic",
-                             key=int(keys.private), **self._layout_args()):
-            raise NonFiniteInputError
-        return 0
-
-    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
-        return quantize.dequantize(payload, n, **self._layout_args())

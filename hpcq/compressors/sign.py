@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from hpcq.compressors import REGISTRY
+from hpcq.compressors.affine import check_bucket
 from hpcq.compressors.base import Compressor, Keys, NonFiniteInputError, Param
-from hpcq.compressors.uniform import check_bucket
 from hpcq.kernels import sign
 
 SCALES = {"l1": sign.L1, "drive": sign.DRIVE}

@@ -14,24 +14,16 @@ Code ``c`` decodes to ``lo + c (hi - lo) / (2^b - 1)``.
 
 from __future__ import annotations
 
-import numpy as np
-
 from hpcq.compressors import REGISTRY
-from hpcq.compressors.base import Compressor, Keys, NonFiniteInputError, Param
+from hpcq.compressors.affine import AffineQuantizer
+from hpcq.compressors.base import Param
 from hpcq.kernels import quantize
 
 SCALES = {"maxabs": quantize.MAXABS, "minmax": quantize.MINMAX}
 
 
-def check_bucket(name: str, bucket: int) -> None:
-    """Buckets hold whole groups of 8 codes (so every bucket starts on a byte)."""
-    if bucket % 8:
-        raise ValueError(f"{name}: bucket={bucket} must be 0 (the whole vector) or a "
-                         f"multiple of 8")
-
-
 @REGISTRY.register("uniform")
-class Uniform(Compressor):
+class Uniform(AffineQuantizer):
     """``2^bits`` evenly spaced levels per bucket, stochastic or nearest rounding."""
 
     name = "uniform"
@@ -46,25 +38,6 @@ class Uniform(Compressor):
               choices=("stochastic", "nearest")),
     )
 
-    def _validate(self) -> None:
-        check_bucket(self.name, self.p["bucket"])
-
-    @property
-    def unbiased(self) -> bool:
-        return bool(self.p["rounding"] == "stochastic")
-
     def _layout_args(self) -> dict[str, int]:
         return {"bucket": self.p["bucket"], "nlev": 1 << self.p["bits"],
                 "mode": SCALES[self.p["scale"]]}
-
-    def _payload_nbytes(self, n: int) -> int:
-        return quantize.payload_nbytes(n, **self._layout_args())
-
-    def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
-        if quantize.quantize(y, out, stochastic=self.p["rounding"] == "stochastic",
-                             key=int(keys.private), **self._layout_args()):
-            raise NonFiniteInputError
-        return 0
-
-    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
-        return quantize.dequantize(payload, n, **self._layout_args())
