@@ -200,6 +200,7 @@ def describe_cases(job: Job) -> list[str]:
         specs = resolve_compressors(job.kernels.compressors, skip_unavailable=skip)[0]
         for d in parse_sizes(job.kernels.sizes):
             lines.append(f"kernels memcpy d=2^{d.bit_length() - 1}")
+            lines.append(f"kernels fwht d=2^{d.bit_length() - 1}")
             lines += [f"kernels {label} d=2^{d.bit_length() - 1}" for label, _ in specs]
     if job.mean is not None:
         specs = resolve_compressors(job.mean.compressors, skip_unavailable=skip)[0]

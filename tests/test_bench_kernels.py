@@ -70,10 +70,12 @@ def test_run_rows_and_table() -> None:
     rows = run(specs, [256, 1024], repeats=2, warmup=1,
                on_case=lambda kind, label, attrs, data: cases.append((kind, label)),
                progress=labels.append)
-    assert [k for k, _ in cases] == ["kernels.memcpy", "kernels", "kernels"] * 2
+    assert [k for k, _ in cases] == ["kernels.memcpy", "kernels.fwht", "kernels", "kernels"] * 2
     assert labels == [label for _, label in cases] and "fp16 d=2^10" in labels
     table = format_table(rows).splitlines()
-    assert len(table) == 1 + len(rows) == 7
+    assert len(table) == 1 + len(rows) == 9
+    fwht_rows = [r for r in rows if r["label"].startswith("fwht")]
+    assert len(fwht_rows) == 2 and all(r["enc"][0] > 0 and r["enc_x_numpy"] > 0 for r in fwht_rows)
     assert all(r["bits"] > 16 for r in rows if "bits" in r)
 
 
@@ -88,7 +90,7 @@ def test_cli_writes_a_valid_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert attrs["command_line"].startswith("hpcq bench kernels --sizes 8,10")
     cases = read_cases(out)
     available = resolve_compressors(DEFAULT_SPECS, skip_unavailable=True)[0]
-    assert len(cases) == 2 * (1 + len(available))
+    assert len(cases) == 2 * (2 + len(available))
     k = next(c for c in cases if c["kind"] == "kernels")
     assert k["encode_s"].shape == (2,) and k["encode_warmup_s"].shape == (1,)
     assert k["units"]["encode_first_s"] == "s" and k["threads"] == 1

@@ -117,7 +117,7 @@ def test_shipped_jobs_parse() -> None:
 def test_dry_run_lists_cases(hpcq_cli, tmp_path: Path) -> None:
     (tmp_path / "tiny.toml").write_text(TINY_JOB)
     lines = hpcq_cli("run", "tiny.toml", "--dry-run").stdout.splitlines()
-    assert lines[:2] == ["kernels memcpy d=2^8", "kernels fp16 d=2^8"]
+    assert lines[:3] == ["kernels memcpy d=2^8", "kernels fwht d=2^8", "kernels fp16 d=2^8"]
     assert "mean allreduce-fp32 d=1000" in lines and "mean bf16 d=1000" in lines
     assert not list(tmp_path.glob("*.h5"))
 

@@ -11,8 +11,13 @@ reports its achieved bits per coordinate and the NMSE
 ``||decode(encode(x)) - x||^2 / ||x||^2`` of one message of a fixed random
 normal vector.
 
+The same run also times, per d, the FWHT alone (in place, one block of d, the
+transform every ``hadamard+`` codec pays) against the NumPy butterfly, so the
+rotation's cost and the quantizers' share of a rotated encode can be read off.
+
 Cases written (see :mod:`hpcq.store`): kind ``kernels.memcpy`` per d (dataset
-``copy_s``); kind ``kernels`` per compressor and d (datasets ``encode_first_s``,
+``copy_s``); kind ``kernels.fwht`` per d (``fwht_s``, ``numpy_fwht_s``); kind
+``kernels`` per compressor and d (datasets ``encode_first_s``,
 ``decode_first_s``, ``encode_warmup_s``, ``decode_warmup_s``, ``encode_s``,
 ``decode_s`` and, with a reference, ``numpy_encode_s``, ``numpy_decode_s``; all
 in seconds; attributes spec, d, repeats, warmup, threads, wire_bytes,
@@ -30,8 +35,10 @@ from typing import Any
 import numpy as np
 
 from hpcq.bench import BENCHES, Bench, Progress, resolve_compressors
+from hpcq.bench.numpy_ref import fwht as numpy_fwht
 from hpcq.bench.numpy_ref import reference
 from hpcq.compressors import Compressor
+from hpcq.kernels import hadamard
 
 #: A useful spread: casts, 8..1-bit scalar quantizers, rotation, sparsifiers, vqSGD, DQ-GD's.
 DEFAULT_SPECS = (
@@ -149,7 +156,7 @@ def run(specs: Sequence[tuple[str, Compressor]], sizes: Sequence[int], *, repeat
 
     ``on_case`` receives every completed case (to store it at once),
     ``progress`` the label of each (:class:`hpcq.bench.Progress`); there are
-    ``len(sizes) * (len(specs) + 1)`` cases.  Rows: label, d, bits, nmse, encode/decode
+    ``len(sizes) * (len(specs) + 2)`` cases.  Rows: label, d, bits, nmse, encode/decode
     GB/s (median, min, max), their ratios to memcpy and to NumPy, first-call seconds.
     """
     rows: list[dict[str, Any]] = []
@@ -171,12 +178,27 @@ def run(specs: Sequence[tuple[str, Compressor]], sizes: Sequence[int], *, repeat
         rows.append({"label": "memcpy (np.copyto)", "d": d, "enc": memcpy})
         emit("kernels.memcpy", f"memcpy d=2^{log2}", {"d": d, "repeats": reps,
              "gbs_median": memcpy[0]}, {"copy_s": (copy_s, "s")})
+        rows.append(_fwht_row(d, dst, reps, memcpy[0], emit))
         for label, comp in specs:
             attrs, data = measure(comp, x, repeats=reps, warmup=warmup, seed=seed)
             attrs["spec_given"] = label
             rows.append(_row(label, d, attrs, data, memcpy[0]))
             emit("kernels", f"{label} d=2^{log2}", attrs, data)
     return rows
+
+
+def _fwht_row(d: int, buf: np.ndarray, reps: int, memcpy: float,
+              emit: Callable[[str, str, dict[str, Any], dict[str, tuple[Any, str]]], None],
+              ) -> dict[str, Any]:
+    """Time the in-place FWHT of one block of ``d`` (orthonormal, so repeats stay bounded)."""
+    hadamard.fwht(buf)  # compile / load outside the timing
+    own = _samples(lambda: hadamard.fwht(buf), reps)
+    ref = _samples(lambda: numpy_fwht(buf.reshape(1, d)), max(1, min(reps, 3)))
+    emit("kernels.fwht", f"fwht d=2^{d.bit_length() - 1}", {"d": d, "repeats": reps},
+         {"fwht_s": (own, "s"), "numpy_fwht_s": (ref, "s")})
+    return {"label": "fwht (in place, 1 block)", "d": d, "enc": _gbs(d, own),
+            "enc_x_memcpy": _gbs(d, own)[0] / memcpy,
+            "enc_x_numpy": float(np.median(ref) / np.median(own))}
 
 
 def _row(label: str, d: int, attrs: dict[str, Any], data: dict[str, tuple[Any, str]],
@@ -206,9 +228,11 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         lo2 = r["d"].bit_length() - 1
         enc = r["enc"]
-        if "bits" not in r:  # the memory-copy reference row
+        if "bits" not in r:  # the reference rows: memory copy, FWHT
+            extra = (f"{ratio(r['enc_x_memcpy'])}{ratio(r['enc_x_numpy'])}"
+                     if "enc_x_numpy" in r else "")
             lines.append(f"{r['label']:<28}{lo2:>6}{'-':>8}{'-':>10}{enc[0]:>10.2f}"
-                         f"{f'{enc[1]:.1f}-{enc[2]:.1f}':>14}")
+                         f"{f'{enc[1]:.1f}-{enc[2]:.1f}':>14}{extra}")
             continue
         dec = r["dec"]
         lines.append(
@@ -263,7 +287,7 @@ def main(args: argparse.Namespace) -> int:
         store = ResultFile(args.output, prov, append=args.append)
         on_case = store.write_case
     rows = run(specs, sizes, repeats=args.repeats, warmup=args.warmup, seed=args.seed,
-               on_case=on_case, progress=Progress(len(sizes) * (len(specs) + 1)))
+               on_case=on_case, progress=Progress(len(sizes) * (len(specs) + 2)))
     print(f"# hpcq bench kernels, {numba.get_num_threads()} numba thread(s): {LEGEND}")
     print(format_table(rows))
     if store is not None:
