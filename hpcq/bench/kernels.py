@@ -236,7 +236,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             continue
         dec = r["dec"]
         lines.append(
-            f"{r['label'][:27]:<28}{lo2:>6}{r['bits']:>8.4g}{r['nmse']:>10.2e}"
+            f"{r['label'][:27]:<28}{lo2:>6} {r['bits']:>7.3g}{r['nmse']:>10.2e}"
             f"{enc[0]:>10.2f}{f'{enc[1]:.2f}-{enc[2]:.2f}':>14}{ratio(r['enc_x_memcpy'])}"
             f"{ratio(r['enc_x_numpy'])}{dec[0]:>10.2f}{f'{dec[1]:.2f}-{dec[2]:.2f}':>14}"
             f"{ratio(r['dec_x_memcpy'])}{ratio(r['dec_x_numpy'])}{r['first']:>9.3f}")
