@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hpcq.kernels._config import INLINE
+from hpcq.kernels._config import EXACT, INLINE
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -74,6 +74,28 @@ def derive_key(*words: int) -> np.uint64:
     for w in words:
         k = _mix64_py(k ^ (int(w) & _MASK64)) + 0x9E3779B97F4A7C15
     return np.uint64(_mix64_py(k))
+
+
+_START = np.uint64(0x6A09E667F3BCC908)
+
+
+@njit(**INLINE)
+def _fold(k, w):  # type: ignore[no-untyped-def]
+    return mix64(k ^ w) + GOLDEN
+
+
+@njit(**EXACT)
+def derive_keys3(seed, step, rank, p_private, p_indices, p_signs):  # type: ignore[no-untyped-def]
+    """The keys ``derive_key(seed, p, step, rank)`` (private) and ``derive_key(seed, p, step)``.
+
+    One compiled call instead of three Python loops (about 0.5 us instead of 7 us):
+    every encode and decode derives its keys, so this is on the small-message path.
+    All arguments are uint64.
+    """
+    a = mix64(_fold(_fold(_fold(_fold(_START, seed), p_private), step), rank))
+    b = mix64(_fold(_fold(_fold(_START, seed), p_indices), step))
+    c = mix64(_fold(_fold(_fold(_START, seed), p_signs), step))
+    return a, b, c
 
 
 def bits64_py(key: int, i: int) -> int:

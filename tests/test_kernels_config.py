@@ -42,3 +42,13 @@ def test_rng_matches_python_twin_and_keys_differ():
     u = np.array([rng.uniform24(key, i) for i in range(4000)], dtype=np.float32)
     assert 0.0 <= u.min() and u.max() < 1.0
     assert abs(u.mean() - 0.5) < 0.02
+
+
+def test_compiled_key_derivation_matches_python():
+    from hpcq.compressors.base import Keys
+
+    for seed, step, rank in [(0, 0, 0), (7, 3, 1), (2**64 - 1, 2**32 - 1, 5)]:
+        keys = Keys.derive(seed, step, rank)
+        assert keys.private == rng.derive_key(seed, rng.PURPOSE_ROUNDING, step, rank)
+        assert keys.indices == rng.derive_key(seed, rng.PURPOSE_INDICES, step)
+        assert keys.signs == rng.derive_key(seed, rng.PURPOSE_SIGNS, step)

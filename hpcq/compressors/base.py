@@ -41,7 +41,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from hpcq.kernels import checks
-from hpcq.kernels.rng import PURPOSE_INDICES, PURPOSE_ROUNDING, PURPOSE_SIGNS, derive_key
+from hpcq.kernels.rng import PURPOSE_INDICES, PURPOSE_ROUNDING, PURPOSE_SIGNS, derive_keys3
 
 MAGIC = b"HPCQ"
 FORMAT_VERSION = 1
@@ -71,11 +71,9 @@ class Keys(NamedTuple):
     @staticmethod
     def derive(seed: int, step: int, rank: int = 0) -> Keys:
         """The keys for ``(seed, step, rank)``."""
-        return Keys(
-            derive_key(seed, PURPOSE_ROUNDING, step, rank),
-            derive_key(seed, PURPOSE_INDICES, step),
-            derive_key(seed, PURPOSE_SIGNS, step),
-        )
+        u = np.uint64
+        return Keys(*derive_keys3(u(seed), u(step), u(rank), u(PURPOSE_ROUNDING),
+                                  u(PURPOSE_INDICES), u(PURPOSE_SIGNS)))
 
 
 @dataclass(frozen=True)
