@@ -32,8 +32,7 @@ class FP32(Compressor):
         return 4 * n
 
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
-        _, bad = checks.maxabs_nonfinite(y)
-        if bad:
+        if checks.first_nonfinite(y) >= 0:
             raise NonFiniteInputError
         out.view(np.float32)[:] = y
         return 0

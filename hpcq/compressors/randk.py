@@ -15,21 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 from hpcq.compressors import REGISTRY
-from hpcq.compressors.base import Compressor, Keys, NonFiniteInputError, Param
-from hpcq.compressors.topk import (
-    SPARSE_PARAMS,
-    check_sparse_params,
-    kept,
-    read_sparse,
-    sparse_nbytes,
-    write_sparse,
-)
+from hpcq.compressors.base import Keys, Param
+from hpcq.compressors.topk import SPARSE_PARAMS, SparseCodec, read_sparse, sparse_nbytes
 from hpcq.kernels import sparsify, subset
 from hpcq.kernels.rng import PURPOSE_INDICES, derive_key
 
 
 @REGISTRY.register("randk")
-class RandK(Compressor):
+class RandK(SparseCodec):
     """k uniformly random coordinates, scaled by d/k; shared or sent indices."""
 
     name = "randk"
@@ -40,31 +33,20 @@ class RandK(Compressor):
               slot=3),
     )
 
-    def _validate(self) -> None:
-        check_sparse_params(self.name, self.p)
-
     @property
     def unbiased(self) -> bool:
         return True
-
-    def k_for(self, n: int) -> int:
-        """Entries kept for an encoded length ``n``."""
-        return kept(n, self.p["k"], self.p["ratio"])
 
     def _payload_nbytes(self, n: int) -> int:
         return sparse_nbytes(n, self.k_for(n), self.p["bits"], not self.p["shared"])
 
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
-        n, bits, shared = y.shape[0], self.p["bits"], self.p["shared"]
+        n, k, shared = y.shape[0], self.k_for(y.shape[0]), self.p["shared"]
         # a private subset uses its own stream: the rounding draws of keys.private stay independent
         key = keys.indices if shared else derive_key(int(keys.private), PURPOSE_INDICES)
-        bitmap = subset.sample_bitmap(n, self.k_for(n), key)
-        idx, vals, codes, m, bad = sparsify.randk_encode(y, bitmap, self.k_for(n), bits,
-                                                         not shared, keys.private)
-        if bad:
-            raise NonFiniteInputError
-        write_sparse(out, idx, vals, codes, m, bits)
-        return 0
+        bitmap = subset.sample_bitmap(n, k, key)
+        return self._write(out, sparsify.randk_encode(y, bitmap, k, self.p["bits"], not shared,
+                                                      keys.private))
 
     def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
         k, bits = self.k_for(n), self.p["bits"]

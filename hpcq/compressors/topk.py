@@ -72,39 +72,42 @@ SPARSE_PARAMS = (
 )
 
 
-def check_sparse_params(name: str, p: dict[str, Any]) -> None:
-    """ratio must be > 0 and survive the float32 header slot."""
-    if not float(np.float32(p["ratio"])) > 0:
-        raise ValueError(f"{name}: ratio={p['ratio']!r} must be > 0")
+class SparseCodec(Compressor):
+    """What top-k and random-k share: k from (k, ratio), and the values-then-indices payload."""
 
-
-@REGISTRY.register("topk")
-class TopK(Compressor):
-    """The k largest magnitudes with their indices (selection in O(d), no sort)."""
-
-    name = "topk"
-    codec_id = 20
-    summary = "top-k |x_i|: ceil(log2 d)-bit sorted indices + fp32 or b-bit values; biased"
     params = SPARSE_PARAMS
 
     def _validate(self) -> None:
-        check_sparse_params(self.name, self.p)
+        # ratio must be > 0 and survive the float32 header slot
+        if not float(np.float32(self.p["ratio"])) > 0:
+            raise ValueError(f"{self.name}: ratio={self.p['ratio']!r} must be > 0")
 
     def k_for(self, n: int) -> int:
         """Entries kept for an encoded length ``n``."""
         return kept(n, self.p["k"], self.p["ratio"])
 
+    def _write(self, out: np.ndarray, encoded: tuple[Any, ...]) -> int:
+        """Lay out a kernel's ``(idx, vals, codes, m, bad)`` in ``out``; the aux word (0)."""
+        idx, vals, codes, m, bad = encoded
+        if bad:
+            raise NonFiniteInputError
+        write_sparse(out, idx, vals, codes, m, self.p["bits"])
+        return 0
+
+
+@REGISTRY.register("topk")
+class TopK(SparseCodec):
+    """The k largest magnitudes with their indices (selection in O(d), no sort)."""
+
+    name = "topk"
+    codec_id = 20
+    summary = "top-k |x_i|: ceil(log2 d)-bit sorted indices + fp32 or b-bit values; biased"
     def _payload_nbytes(self, n: int) -> int:
         return sparse_nbytes(n, self.k_for(n), self.p["bits"], True)
 
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
-        bits = self.p["bits"]
-        idx, vals, codes, m, bad = sparsify.topk_encode(y, self.k_for(y.shape[0]), bits,
-                                                        keys.private)
-        if bad:
-            raise NonFiniteInputError
-        write_sparse(out, idx, vals, codes, m, bits)
-        return 0
+        return self._write(out, sparsify.topk_encode(y, self.k_for(y.shape[0]), self.p["bits"],
+                                                     keys.private))
 
     def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
         k, bits = self.k_for(n), self.p["bits"]
