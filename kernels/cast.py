@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from hpcq.kernels._config import twins, use_parallel
+from hpcq.kernels._config import INLINE, twins, use_parallel
 
 
 def f32_from_bits(u):  # type: ignore[no-untyped-def]
@@ -67,65 +67,106 @@ def _f32_bits_ol(f):  # type: ignore[no-untyped-def]
     return lambda f: _bitcast_f32_u32(f)
 
 
+@njit(**INLINE)
+def _bf16_of(b):  # type: ignore[no-untyped-def]
+    """(bf16 bits, 1 if NaN/Inf or rounded past the largest bf16 else 0) of float32 bits ``b``."""
+    # round to nearest, ties to even, on the 16 dropped bits
+    r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    bad = (b & np.uint32(0x7F800000)) == np.uint32(0x7F800000) or (
+        r & np.uint32(0x7F80)
+    ) == np.uint32(0x7F80)
+    return np.uint16(r), 1 if bad else 0
+
+
+@njit(**INLINE)
+def _bf16_value(h):  # type: ignore[no-untyped-def]
+    """float32 bits of bf16 bits ``h``."""
+    return np.uint32(h) << np.uint32(16)
+
+
+@njit(**INLINE)
+def _fp16_of(b):  # type: ignore[no-untyped-def]
+    """(fp16 bits, 1 if the exponent is all ones else 0) of float32 bits ``b`` (RNE)."""
+    denorm_magic = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)
+    sign = (b >> np.uint32(16)) & np.uint32(0x8000)
+    f = b & np.uint32(0x7FFFFFFF)
+    if f >= np.uint32((127 + 16) << 23):  # beyond fp16 range, Inf or NaN
+        o = np.uint32(0x7C00)
+    elif f < np.uint32(113 << 23):  # fp16 denormal or zero: let the FPU round
+        o = f32_bits(f32_from_bits(f) + f32_from_bits(denorm_magic)) - denorm_magic
+    else:  # normal: rebias the exponent, round the mantissa to nearest even
+        o = (f + np.uint32(((15 - 127) << 23) + 0xFFF) + ((f >> np.uint32(13)) & np.uint32(1))
+             ) >> np.uint32(13)
+    return np.uint16(o | sign), 1 if (o & np.uint32(0x7C00)) == np.uint32(0x7C00) else 0
+
+
+@njit(**INLINE)
+def _fp16_value(h):  # type: ignore[no-untyped-def]
+    """float32 bits of fp16 bits ``h``."""
+    magic = f32_from_bits(np.uint32(113 << 23))
+    o = (np.uint32(h) & np.uint32(0x7FFF)) << np.uint32(13)
+    e = o & np.uint32(0x0F800000)
+    o += np.uint32((127 - 15) << 23)
+    if e == np.uint32(0x0F800000):  # Inf/NaN keep an all-ones exponent
+        o += np.uint32((128 - 16) << 23)
+    elif e == 0:  # denormal: renormalise through the FPU
+        o += np.uint32(1 << 23)
+        o = f32_bits(f32_from_bits(o) - magic)
+    return o | ((np.uint32(h) & np.uint32(0x8000)) << np.uint32(16))
+
+
 def _to_bf16_body(xbits, out):  # type: ignore[no-untyped-def]
     bad = 0
     for i in prange(xbits.shape[0]):
-        b = xbits[i]
-        # round to nearest, ties to even, on the 16 dropped bits
-        r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-        # exponent all ones: NaN/Inf input, or a finite value rounded past the largest bf16
-        if (b & np.uint32(0x7F800000)) == np.uint32(0x7F800000) or (
-            r & np.uint32(0x7F80)
-        ) == np.uint32(0x7F80):
-            bad += 1
-        out[i] = np.uint16(r)
+        out[i], flag = _bf16_of(xbits[i])
+        bad += flag
     return bad
 
 
 def _from_bf16_body(h, out):  # type: ignore[no-untyped-def]
     for i in prange(h.shape[0]):
-        out[i] = np.uint32(h[i]) << np.uint32(16)
+        out[i] = _bf16_value(h[i])
 
 
 def _to_fp16_body(xbits, out):  # type: ignore[no-untyped-def]
     bad = 0
-    denorm_magic = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)
-    fmagic = f32_from_bits(denorm_magic)
     for i in prange(xbits.shape[0]):
-        b = xbits[i]
-        sign = (b >> np.uint32(16)) & np.uint32(0x8000)
-        f = b & np.uint32(0x7FFFFFFF)
-        if f >= np.uint32((127 + 16) << 23):  # beyond fp16 range, Inf or NaN
-            o = np.uint32(0x7C00)
-        elif f < np.uint32(113 << 23):  # fp16 denormal or zero: let the FPU round
-            o = f32_bits(f32_from_bits(f) + fmagic) - denorm_magic
-        else:  # normal: rebias the exponent, round the mantissa to nearest even
-            o = (f + np.uint32(((15 - 127) << 23) + 0xFFF) + ((f >> np.uint32(13)) & np.uint32(1))
-                 ) >> np.uint32(13)
-        if (o & np.uint32(0x7C00)) == np.uint32(0x7C00):
-            bad += 1
-        out[i] = np.uint16(o | sign)
+        out[i], flag = _fp16_of(xbits[i])
+        bad += flag
     return bad
 
 
 def _from_fp16_body(h, out):  # type: ignore[no-untyped-def]
-    magic = f32_from_bits(np.uint32(113 << 23))
     for i in prange(h.shape[0]):
-        o = (np.uint32(h[i]) & np.uint32(0x7FFF)) << np.uint32(13)
-        e = o & np.uint32(0x0F800000)
-        o += np.uint32((127 - 15) << 23)
-        if e == np.uint32(0x0F800000):  # Inf/NaN keep an all-ones exponent
-            o += np.uint32((128 - 16) << 23)
-        elif e == 0:  # denormal: renormalise through the FPU
-            o += np.uint32(1 << 23)
-            o = f32_bits(f32_from_bits(o) - magic)
-        out[i] = o | ((np.uint32(h[i]) & np.uint32(0x8000)) << np.uint32(16))
+        out[i] = _fp16_value(h[i])
+
+
+def _sum_fp16_body(a, b):  # type: ignore[no-untyped-def]
+    # b += a in fp16: add in float32 (exact for two fp16 values), round once to fp16
+    bad = 0
+    for i in prange(a.shape[0]):
+        s = f32_from_bits(_fp16_value(a[i])) + f32_from_bits(_fp16_value(b[i]))
+        b[i], flag = _fp16_of(f32_bits(s))
+        bad += flag
+    return bad
+
+
+def _sum_bf16_body(a, b):  # type: ignore[no-untyped-def]
+    # b += a in bf16: add in float32, round once to bf16
+    bad = 0
+    for i in prange(a.shape[0]):
+        s = f32_from_bits(_bf16_value(a[i])) + f32_from_bits(_bf16_value(b[i]))
+        b[i], flag = _bf16_of(f32_bits(s))
+        bad += flag
+    return bad
 
 
 _to_fp16, _to_fp16_par = twins(_to_fp16_body)
 _from_fp16, _from_fp16_par = twins(_from_fp16_body)
 _to_bf16, _to_bf16_par = twins(_to_bf16_body)
 _from_bf16, _from_bf16_par = twins(_from_bf16_body)
+_sum_fp16, _sum_fp16_par = twins(_sum_fp16_body)
+_sum_bf16, _sum_bf16_par = twins(_sum_bf16_body)
 
 
 def to_bf16(x: np.ndarray, out: np.ndarray) -> int:
@@ -155,3 +196,18 @@ def from_fp16(h: np.ndarray) -> np.ndarray:
     out = np.empty(h.shape[0], dtype=np.uint32)
     (_from_fp16_par if use_parallel(h.shape[0]) else _from_fp16)(h, out)
     return out.view(np.float32)
+
+
+def sum16(kind: str, a: np.ndarray, b: np.ndarray) -> int:
+    """``b += a`` elementwise in 16-bit arithmetic (``kind`` "fp16" or "bf16"), in place.
+
+    Each sum is computed in float32, which is exact for two 16-bit values of
+    the same format, then rounded to nearest even: one rounding per addition,
+    as a 16-bit reduction does.  Returns the count of results whose exponent
+    is all ones (an overflow past the format's largest value, or NaN/Inf).
+    """
+    n = a.shape[0]
+    par = use_parallel(n)
+    if kind == "fp16":
+        return int((_sum_fp16_par if par else _sum_fp16)(a, b))
+    return int((_sum_bf16_par if par else _sum_bf16)(a, b))

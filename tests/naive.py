@@ -261,3 +261,55 @@ def scaled_sign(x, bucket, mode):
         l1 = np.abs(xs).sum()
         scales.append(l1 / len(xs) if mode == 0 else (xs @ xs / l1 if l1 > 0 else 0.0))
     return np.array(scales, np.float32), (np.asarray(x) >= 0).astype(np.int64)
+
+
+# ---------------------------------------------------------------- collectives
+def serial_average(comp, vectors, seed, step, rank_words):
+    """decode(encode(v, rank=w)) averaged in list order, float32 (the order MPI ranks use)."""
+    acc = None
+    for v, w in zip(vectors, rank_words):
+        y = comp.decode(comp.encode(v, seed=seed, step=step, rank=w)).copy()
+        acc = y if acc is None else acc + y
+    return acc / np.float32(len(vectors))
+
+
+def serial_scheme_mean(scheme, comp, vectors, seed, step, feedbacks=None):
+    """What scheme ``scheme`` computes over ranks' ``vectors``, serially (exact bits).
+
+    ``feedbacks``: two-phase only, (worker memories per rank, server memories per chunk),
+    ErrorFeedback objects advanced as the ranks' would be.
+    """
+    p, d = len(vectors), vectors[0].shape[0]
+    if scheme in ("allgather", "ps"):
+        return serial_average(comp, vectors, seed, step, range(p))
+    if scheme == "ps-compressed":
+        m = serial_average(comp, vectors, seed, step, range(p))
+        return comp.decode(comp.encode(m, seed=seed, step=step, rank=p * p))
+    if scheme == "two-phase":
+        sizes = [d // p + (1 if j < d % p else 0) for j in range(p)]
+        bounds = np.concatenate(([0], np.cumsum(sizes)))
+        inputs = list(vectors)
+        if feedbacks is not None:
+            workers = feedbacks[0]
+            inputs = [workers[r].compensate(vectors[r]) for r in range(p)]
+        decoded = [[None] * p for _ in range(p)]  # decoded[r][j]: rank r's chunk j
+        for r in range(p):
+            for j in range(p):
+                c = inputs[r][bounds[j]:bounds[j + 1]]
+                decoded[r][j] = comp.decode(comp.encode(c, seed=seed, step=step,
+                                                        rank=r * p + j)).copy()
+            if feedbacks is not None:
+                feedbacks[0][r].update(vectors[r], np.concatenate(decoded[r]))
+        out = []
+        for j in range(p):
+            acc = decoded[0][j]
+            for r in range(1, p):
+                acc = acc + decoded[r][j]
+            avg = acc / np.float32(p)
+            z = avg if feedbacks is None else feedbacks[1][j].compensate(avg)
+            q = comp.decode(comp.encode(z, seed=seed, step=step, rank=p * p + j))
+            if feedbacks is not None:
+                feedbacks[1][j].update(avg, q)
+            out.append(q)
+        return np.concatenate(out)
+    raise ValueError(f"no serial reference for scheme {scheme}")

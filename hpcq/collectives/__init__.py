@@ -1,0 +1,174 @@
+"""Collectives that compute the mean of one float vector per rank, compressed or not.
+
+Every function takes the communicator as a parameter (never ``COMM_WORLD``
+itself), is called by every rank of it with the same arguments (apart from
+the rank's own vector), gives every rank the same float32 mean, and gives at
+size 1 exactly what the serial codec gives.  Each returns ``(mean, stats)``;
+:class:`Stats` holds, for the calling rank, the seconds spent encoding,
+communicating (waiting included) and decoding (``MPI.Wtime``), and the payload
+bytes this rank hands to the collective for other ranks (``bytes_sent``: a
+message meant for all ranks counts once, at any size, however many receive it)
+and that it gets from other ranks (``bytes_recv``): the data the collective must
+move, not what the MPI library's algorithm puts on the wire.
+
+Schemes (registered in :data:`SCHEMES` under the names job files use)
+---------------------------------------------------------------------
+================  ============================================================
+allgather         every rank encodes, ``Allgather`` (fixed size) or sizes then
+                  ``Allgatherv``; every rank decodes all p messages and averages
+two-phase         p chunks; chunk j compressed for rank j, ``Alltoall(v)``; rank j
+                  averages chunk j, re-compresses it, ``Allgather(v)``; about
+                  2 d bits sent per rank instead of p d bits (DeepSpeed's 1-bit
+                  allreduce works this way); optional error feedback on both phases
+ps                parameter server: ``Gather(v)`` of the messages to rank 0,
+                  which decodes and averages, then ``Bcast`` of the fp32 mean
+ps-compressed     the same, with the mean re-compressed for the ``Bcast``
+ps-reduce         casts only (fp32/fp16/bf16): ``Reduce`` in that format to rank 0,
+                  which scales, then ``Bcast`` in the same format
+allreduce-fp32    the baseline: fp32 ``Allreduce`` (sum), then scale by 1/p
+allreduce-fp16    cast to fp16, ``Allreduce`` with a 16-bit sum, scale
+allreduce-bf16    the same in bf16
+================  ============================================================
+
+Nonblocking variants return a :class:`Pending` whose ``wait()`` gives
+``(mean, stats)``: :func:`iallgather_mean` (``Iallgather``/``Iallgatherv``) and
+:func:`itwo_phase_mean` (``Ialltoall``/``Ialltoallv``), so an algorithm can
+compute its next gradient while the messages travel.
+
+Randomness: rank r encodes its own vector with ``rank=r``; a message a rank
+re-compresses (the two-phase chunk, a server's mean) uses the rank word
+``p*p + r`` so its private randomness never repeats a first-phase stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from hpcq.compressors import Compressor
+from hpcq.registry import Registry
+
+
+@dataclass
+class Stats:
+    """What one rank spent and moved in one collective call."""
+
+    encode_s: float = 0.0
+    comm_s: float = 0.0
+    decode_s: float = 0.0
+    bytes_sent: int = 0
+    bytes_recv: int = 0
+
+    @property
+    def total_s(self) -> float:
+        """Encode + communicate + decode."""
+        return self.encode_s + self.comm_s + self.decode_s
+
+    def as_dict(self) -> dict[str, float | int]:
+        """The fields and ``total_s``, for tables and result files."""
+        return {**asdict(self), "total_s": self.total_s}
+
+
+#: A scheme's mean: ``fn(comm, x, comp, *, seed, step) -> (mean, stats)``.
+MeanFn = Callable[..., tuple[np.ndarray, Stats]]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One way to compute the mean over ranks.
+
+    ``codecs`` is None for schemes that take any compressor, else the codec
+    names they can do (the baselines carry their own codec); ``cast`` names the
+    codec a baseline always uses.
+    """
+
+    name: str
+    summary: str
+    mean: MeanFn
+    codecs: tuple[str, ...] | None = None
+    cast: str | None = None
+
+    def check(self, comp: Compressor | None) -> None:
+        """Raise ValueError naming the scheme and the codecs it can do if ``comp`` is not one."""
+        if self.cast is not None:
+            if comp is not None and comp.spec != self.cast:
+                raise ValueError(f"scheme {self.name} always sends {self.cast}; it takes no "
+                                 f"compressor (got {comp.spec})")
+            return
+        if comp is None:
+            raise ValueError(f"scheme {self.name} needs a compressor")
+        if self.codecs is not None and (comp.name not in self.codecs or comp.rotation):
+            raise ValueError(f"scheme {self.name} cannot do {comp.spec}: MPI can only sum "
+                             f"plain {', '.join(self.codecs)}")
+
+    def __call__(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *,
+                 seed: int = 0, step: int = 0) -> tuple[np.ndarray, Stats]:
+        """Run the scheme (``comp`` ignored by the baselines)."""
+        return self.mean(comm, x, comp, seed=seed, step=step)
+
+
+SCHEMES: Registry[Scheme] = Registry("scheme")
+
+
+def register(scheme: Scheme) -> Scheme:
+    """Add ``scheme`` to :data:`SCHEMES` under its name."""
+    return SCHEMES.register(scheme.name)(scheme)
+
+
+def chunk_bounds(d: int, p: int) -> np.ndarray:
+    """Offsets of ``p`` contiguous chunks of ``d`` entries, the first ``d % p`` one longer."""
+    sizes = np.full(p, d // p, dtype=np.int64)
+    sizes[: d % p] += 1
+    return np.concatenate(([0], np.cumsum(sizes)))
+
+
+def average_messages(comp: Compressor, messages: Sequence[np.ndarray], d: int) -> np.ndarray:
+    """The float32 mean of ``comp.decode(m)`` over ``messages``, summed in list order.
+
+    Accumulates in float32 (the rounding, about p * 2^-24 relative, is far
+    below any codec's own error) into the first decoded message, so no extra
+    d-length buffer is filled, and divides by ``len(messages)`` at the end.
+    """
+    acc: np.ndarray | None = None
+    for m in messages:
+        y = comp.decode(m)
+        if y.shape != (d,):
+            raise ValueError(f"a message decodes to {y.shape[0]} entries, expected d={d}")
+        if acc is None:
+            acc = y if y.flags.writeable else y.copy()
+        else:
+            acc += y
+    if acc is None:
+        return np.zeros(d, dtype=np.float32)
+    acc /= len(messages)
+    return acc
+
+
+def idle_barrier(comm: Any, poll_s: float = 0.005) -> None:
+    """A barrier that sleeps while it waits, instead of spinning a core.
+
+    MPICH and Open MPI busy-poll inside ``Barrier``; ranks waiting while rank 0
+    runs a single-process benchmark would steal the cores it is measuring.
+    Costs up to ``poll_s`` of extra latency, so never use it inside timed code.
+    """
+    import time
+
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(poll_s)
+
+
+# Importing the scheme modules registers them.
+from hpcq.collectives.allgather import Pending, allgather_mean, iallgather_mean  # noqa: E402
+from hpcq.collectives.baselines import allreduce_cast_mean, allreduce_mean  # noqa: E402
+from hpcq.collectives.ps import ps_mean, ps_reduce_mean  # noqa: E402
+from hpcq.collectives.twophase import itwo_phase_mean, two_phase_mean  # noqa: E402
+
+__all__ = [
+    "SCHEMES", "Pending", "Scheme", "Stats", "allgather_mean", "allreduce_cast_mean",
+    "allreduce_mean", "average_messages", "chunk_bounds", "iallgather_mean", "idle_barrier",
+    "itwo_phase_mean", "ps_mean", "ps_reduce_mean", "register", "two_phase_mean",
+]
