@@ -264,6 +264,11 @@ def scaled_sign(x, bucket, mode):
 
 
 # ---------------------------------------------------------------- collectives
+def second(seed):
+    """The seed of a collective's second compression (hpcq.collectives.second_seed)."""
+    return (seed + 0x9E3779B97F4A7C15) % (1 << 64)
+
+
 def serial_average(comp, vectors, seed, step, rank_words):
     """decode(encode(v, rank=w)) averaged in list order, float32 (the order MPI ranks use)."""
     acc = None
@@ -284,7 +289,7 @@ def serial_scheme_mean(scheme, comp, vectors, seed, step, feedbacks=None):
         return serial_average(comp, vectors, seed, step, range(p))
     if scheme == "ps-compressed":
         m = serial_average(comp, vectors, seed, step, range(p))
-        return comp.decode(comp.encode(m, seed=seed, step=step, rank=p * p))
+        return comp.decode(comp.encode(m, seed=second(seed), step=step, rank=p * p))
     if scheme == "two-phase":
         sizes = [d // p + (1 if j < d % p else 0) for j in range(p)]
         bounds = np.concatenate(([0], np.cumsum(sizes)))
@@ -307,7 +312,7 @@ def serial_scheme_mean(scheme, comp, vectors, seed, step, feedbacks=None):
                 acc = acc + decoded[r][j]
             avg = acc / np.float32(p)
             z = avg if feedbacks is None else feedbacks[1][j].compensate(avg)
-            q = comp.decode(comp.encode(z, seed=seed, step=step, rank=p * p + j))
+            q = comp.decode(comp.encode(z, seed=second(seed), step=step, rank=p * p + j))
             if feedbacks is not None:
                 feedbacks[1][j].update(avg, q)
             out.append(q)

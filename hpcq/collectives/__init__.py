@@ -35,9 +35,12 @@ Nonblocking variants return a :class:`Pending` whose ``wait()`` gives
 :func:`itwo_phase_mean` (``Ialltoall``/``Ialltoallv``), so an algorithm can
 compute its next gradient while the messages travel.
 
-Randomness: rank r encodes its own vector with ``rank=r``; a message a rank
-re-compresses (the two-phase chunk, a server's mean) uses the rank word
-``p*p + r`` so its private randomness never repeats a first-phase stream.
+Randomness: rank r encodes its own vector with ``rank=r``.  A second
+compression (the two-phase chunk, a server's mean) uses the rank word
+``p*p + r`` and the seed :func:`second_seed` (``seed`` + the 64-bit golden
+ratio), so neither its private nor its shared streams (rotation signs,
+random-k indices) repeat those of the first: with the same shared indices,
+random-k would keep the same coordinates twice and scale them by (d/k)^2.
 """
 
 from __future__ import annotations
@@ -118,6 +121,11 @@ def register(scheme: Scheme) -> Scheme:
     return SCHEMES.register(scheme.name)(scheme)
 
 
+def second_seed(seed: int) -> int:
+    """The seed of a second compression of the same step: ``seed + 0x9E3779B97F4A7C15`` mod 2^64."""
+    return (seed + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+
+
 def chunk_bounds(d: int, p: int) -> np.ndarray:
     """Offsets of ``p`` contiguous chunks of ``d`` entries, the first ``d % p`` one longer."""
     sizes = np.full(p, d // p, dtype=np.int64)
@@ -170,5 +178,5 @@ from hpcq.collectives.twophase import itwo_phase_mean, two_phase_mean  # noqa: E
 __all__ = [
     "SCHEMES", "Pending", "Scheme", "Stats", "allgather_mean", "allreduce_cast_mean",
     "allreduce_mean", "average_messages", "chunk_bounds", "iallgather_mean", "idle_barrier",
-    "itwo_phase_mean", "ps_mean", "ps_reduce_mean", "register", "two_phase_mean",
+    "itwo_phase_mean", "ps_mean", "ps_reduce_mean", "register", "second_seed", "two_phase_mean",
 ]

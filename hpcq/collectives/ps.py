@@ -3,7 +3,7 @@
 * :func:`ps_mean`: every rank's message is ``Gather``\\ ed (fixed length) or
   ``Gatherv``\\ ed (lengths gathered first) to the root, which decodes and
   averages them in rank order; the mean goes back with ``Bcast``, as fp32 or
-  re-compressed with the same codec (rank word ``p*p``; every rank, the root
+  re-compressed with the same codec (rank word ``p*p``, seed ``second_seed``; every rank, the root
   included, then holds the decoded broadcast).
 * :func:`ps_reduce_mean`: for the casts MPI can sum (fp32, fp16, bf16):
   ``Reduce`` of the raw words to the root, which scales by 1/p, then ``Bcast``
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcq.collectives import Scheme, Stats, average_messages, register
+from hpcq.collectives import Scheme, Stats, average_messages, register, second_seed
 from hpcq.collectives.allgather import check_length, encode_own, split
 from hpcq.collectives.baselines import from16, sum16_op, to16
 from hpcq.compressors import Compressor
@@ -102,7 +102,7 @@ def ps_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0, step: 
         t3 = MPI.Wtime()
         stats.decode_s += t3 - t2
         if downlink == "compressed":
-            down = comp.encode(mean, seed=seed, step=step, rank=p * p)
+            down = comp.encode(mean, seed=second_seed(seed), step=step, rank=p * p)
             stats.encode_s += MPI.Wtime() - t3
     else:
         stats.bytes_sent = int(msg.shape[0])

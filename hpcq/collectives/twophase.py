@@ -4,7 +4,8 @@ Rank r splits its vector into p contiguous chunks (:func:`chunk_bounds`; the
 first ``d % p`` one entry longer) and compresses chunk j for rank j (rank word
 ``r*p + j``).  Phase 1 exchanges them: rank j receives chunk j from every
 rank, decodes and averages them in rank order.  Phase 2: rank j compresses
-that average (rank word ``p*p + j``) and the p averaged chunks are allgathered;
+that average (rank word ``p*p + j``, seed :func:`second_seed`) and the p averaged
+chunks are allgathered;
 every rank decodes them all and concatenates.  Each rank sends about
 ``2 d bits`` (p-1 chunk messages of ``d/p`` entries, then one), instead of the
 ``p d bits`` every rank receives in :func:`~hpcq.collectives.allgather_mean`.
@@ -24,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from hpcq.collectives import Scheme, Stats, average_messages, chunk_bounds, register
+from hpcq.collectives import (
+    Scheme,
+    Stats,
+    average_messages,
+    chunk_bounds,
+    register,
+    second_seed,
+)
 from hpcq.collectives.allgather import Pending, _start, check_length, encode_own, split
 from hpcq.compressors import Compressor
 from hpcq.feedback import ErrorFeedback
@@ -101,7 +109,7 @@ def _phase2(comm: Any, recv: np.ndarray, recv_counts: np.ndarray, lengths: np.nd
     parts = [recv[int(starts[i]):int(starts[i]) + int(lengths[i])] for i in range(p)]
     chunk = average_messages(comp, parts, n_own)
     t1 = MPI.Wtime()
-    msg = encode_own(chunk, comp, server, seed=seed, step=step, rank=p * p + rank)
+    msg = encode_own(chunk, comp, server, seed=second_seed(seed), step=step, rank=p * p + rank)
     t2 = MPI.Wtime()
     fixed = [comp.wire_bytes(int(n)) for n in np.diff(bounds)]
     if all(f is not None for f in fixed) and len(set(fixed)) == 1:

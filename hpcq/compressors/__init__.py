@@ -24,6 +24,7 @@ from hpcq.compressors.base import (
     Compressor,
     Header,
     NonFiniteInputError,
+    mean_nmse_bound,
     parse_header,
 )
 from hpcq.registry import Registry
@@ -80,7 +81,8 @@ def compressor(spec: str, **overrides: Any) -> Compressor:
 
 
 def compressors() -> dict[str, dict[str, Any]]:
-    """Every registered codec: summary, parameters (type, default, choices) and bits at defaults."""
+    """Every registered codec: summary, parameters (type, default, choices), and bits per
+    coordinate and error bound omega (:meth:`Compressor.error_bound`) at defaults, d = 2^20."""
     out: dict[str, dict[str, Any]] = {}
     for name, cls in REGISTRY.items():
         c = cls()
@@ -93,6 +95,7 @@ def compressors() -> dict[str, dict[str, Any]]:
             },
             "unbiased": c.unbiased,
             "bits_per_coordinate_d1M": c.bits_per_coordinate(1 << 20),
+            "error_bound_d1M": c.error_bound(1 << 20),
         }
     return out
 
@@ -126,5 +129,6 @@ __all__ = [
     "compressors",
     "decode",
     "from_header",
+    "mean_nmse_bound",
     "parse_header",
 ]

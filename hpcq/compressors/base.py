@@ -33,8 +33,10 @@ shared indices, which the decoder re-derives from the header's seed and step.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -55,6 +57,14 @@ _U64 = (1 << 64) - 1
 #: Default rotation block: large enough to flatten coordinates well, small
 #: enough that the transform of one block stays in L2.
 DEFAULT_ROTATION_BLOCK = 1 << 12
+
+#: Unit roundoff of float32 (round to nearest even).
+U32 = 2.0**-24
+#: Default ``eta`` of :meth:`Compressor._rounding_error`: the float32 arithmetic of a
+#: codec's scales and decoding moves its decoded vector by at most ``eta`` times its norm.
+#: 256 float32 roundoffs: the worst codec (sign, whose float32 sums of up to 64 terms per
+#: lane give its scale a relative error of about 140 u) stays well inside.
+ROUNDING_ERROR = 2.0**-16
 
 
 class NonFiniteInputError(ValueError):
@@ -254,6 +264,28 @@ class Compressor:
         """True when E[decode(encode(x))] == x over the encoder's randomness."""
         return False
 
+    def _error_bound(self, n: int) -> float | None:
+        """omega of the codec alone on ``n >= 1`` encoded entries, in exact arithmetic.
+
+        ``E||Q(y) - y||^2 <= omega ||y||^2`` for every float32 ``y`` of length ``n``,
+        the float32 rounding of the codec's own scales and decoding left out (that is
+        :meth:`_rounding_error`), and so is the rotation (:meth:`error_bound`
+        composes it).  None: the codec guarantees no relative error (the default, so a
+        codec that states nothing promises nothing; every registered codec overrides it).
+        """
+        return None
+
+    def _rounding_error(self, n: int) -> float:
+        """``eta``: the float32 rounding in the codec's scales and decoding moves a decoded
+        vector of ``n`` entries by at most ``eta`` times the exact-arithmetic one's norm.
+
+        Default :data:`ROUNDING_ERROR` (2^-16, 256 u): each decoded value comes from a
+        float32 scale (itself rounded, from float64 or float32 sums) through a few float32
+        operations, each a relative error of at most ``u = 2^-24``.  0 for codecs that
+        only move bits (the casts, top-k with fp32 values).
+        """
+        return ROUNDING_ERROR
+
     # ------------------------------------------------------------ public API
     @property
     def spec(self) -> str:
@@ -284,6 +316,57 @@ class Compressor:
         wb = self.wire_bytes(d)
         return None if wb is None or d == 0 else 8.0 * wb / d
 
+    def error_bound(self, d: int) -> float | None:
+        """The relative squared-error guarantee omega for vectors of length ``d``.
+
+        For every finite float32 ``x`` of length ``d`` whose values and intermediate
+        results stay in float32's normal range (no underflow to subnormals),
+        ``E||decode(encode(x)) - x||^2 <= omega ||x||^2``: the expectation is over the
+        encoder's randomness (stochastic rounding, sampling, the rotation signs), and
+        for deterministic codecs the bound holds for every message.  None when the codec
+        guarantees no relative error (fixedrange: its error is absolute, set by its
+        range).  0.0 for ``d = 0``.
+
+        Composition (why it holds):
+
+        * the codec sees ``n = self._layout(d)[1]`` entries (the rotated, padded vector,
+          or ``x`` itself) and guarantees ``omega0 = self._error_bound(n)`` in exact
+          arithmetic;
+        * its float32 rounding: with ``g = 1 + eta`` (:meth:`_rounding_error`), the
+          computed decode is within ``eta ||Q0(y)||`` of the exact one ``Q0(y)``, and
+          ``sqrt(E||Q0(y)||^2) <= (1 + sqrt(omega0)) ||y||`` (Minkowski), so
+          ``sqrt(omega) <= sqrt(omega0) + eta (1 + sqrt(omega0)) = g (1 + sqrt(omega0)) - 1``;
+        * the Hadamard rotation ``R`` (block ``B = 2^k``) is orthonormal in exact
+          arithmetic, so the codec's bound carries over (cutting the padding only drops
+          error).  In float32 (:mod:`hpcq.kernels.hadamard`: a scaling by the rounded
+          ``1/sqrt(B)`` and k levels of butterflies ``a +- b``, each one rounding) the
+          computed transform is within ``delta = (1 + u)^(k + 2) - 1`` of the exact one,
+          relative to its input's norm, both ways.  With ``yhat = R~ x``,
+          ``xhat = R~'(Q(yhat))``:  ``xhat - x = (R~' - R^T) Q(yhat) + R^T (Q(yhat) - yhat)
+          + R^T (yhat - R x)``, whose L2 norm is at most
+          ``delta (1 + s)(1 + delta) + s (1 + delta) + delta`` times ``||x||``
+          (``s = sqrt(omega)`` of the codec) ``= (1 + delta)^2 (1 + s) - 1``: the rotation
+          multiplies ``g`` by ``(1 + delta)^2``.
+
+        Casts keep their exact omega (``eta = 0``, no rotation): fp32 0, fp16 2^-22,
+        bf16 2^-16.
+        """
+        if d < 0:
+            raise ValueError(f"d must be >= 0, got {d}")
+        if d == 0:
+            return 0.0
+        block, n = self._layout(d)
+        w = self._error_bound(n)
+        if w is None:
+            return None
+        g = 1.0 + self._rounding_error(n)
+        if block:
+            g *= rotation_rounding(block) ** 2
+        if g == 1.0:
+            return float(w)
+        r = g * (1.0 + math.sqrt(w)) - 1.0
+        return r * r
+
     def describe(self) -> dict[str, Any]:
         """Name, spec, parameters and properties, for result files and listings."""
         return {
@@ -294,6 +377,7 @@ class Compressor:
             "unbiased": self.unbiased,
             "header_bytes": HEADER_BYTES,
             "bits_per_coordinate_d1M": self.bits_per_coordinate(1 << 20),
+            "error_bound_d1M": self.error_bound(1 << 20),
         }
 
     def encode(self, x: np.ndarray, *, seed: int = 0, step: int = 0, rank: int = 0) -> np.ndarray:
@@ -354,6 +438,64 @@ class Compressor:
         if block:
             y = _hadamard().unrotate(y, block, keys.signs, h.d)
         return y
+
+
+def rotation_rounding(block: int) -> float:
+    """``1 + delta``: the float32 randomized Hadamard transform of block ``B = 2^k`` (either
+    way) is within ``delta ||x||`` of the exact orthonormal one (:meth:`Compressor.error_bound`).
+
+    The scaled, sign-flipped input ``x_i D_i fl(1/sqrt(B))`` is within ``(1 + u)^2 - 1`` of
+    ``x_i D_i / sqrt(B)``; each butterfly level rounds every output once, an error of at most
+    ``u`` times the exact level's output, whose norm is ``sqrt(2)`` times its input's; so the
+    relative error grows as ``1 + r_l <= (1 + u)(1 + r_(l-1))``.  The inverse transform does
+    the same in reverse order.
+    """
+    k = max(0, int(block).bit_length() - 1)
+    return (1.0 + U32) ** (k + 2)
+
+
+def mean_nmse_bound(omega: float | None, unbiased: bool, sq_norms: Sequence[float],
+                    mean_sq: float) -> float | None:
+    """Bound on the NMSE ``E||mean_i Q(x_i) - m||^2 / ||m||^2`` of a mean of p compressed vectors.
+
+    Rank i compresses its own ``x_i`` with a codec of guarantee ``omega``
+    (:meth:`Compressor.error_bound`), ``sq_norms[i] = ||x_i||^2``, ``m = (1/p) sum_i x_i``
+    and ``mean_sq = ||m||^2``.  With ``e_i = Q(x_i) - x_i`` the mean's error is
+    ``(1/p) sum_i e_i`` and ``E||e_i||^2 <= omega ||x_i||^2``:
+
+    * ``unbiased`` (``E e_i = 0``, and the ranks' randomness independent): the cross terms
+      ``E<e_i, e_j>`` vanish, so ``E||sum_i e_i||^2 = sum_i E||e_i||^2`` and the bound is
+      ``omega sum_i ||x_i||^2 / (p^2 ||m||^2)``;
+    * otherwise (biased, or errors that may be correlated, e.g. shared random-k indices):
+      Minkowski's inequality in L2 gives ``sqrt(E||sum_i e_i||^2) <= sum_i sqrt(E||e_i||^2)``,
+      so the bound is ``(sum_i sqrt(omega ||x_i||^2))^2 / (p^2 ||m||^2)``.
+
+    (The unbiased form neglects the codecs' float32 rounding biases, about 2^-18 of a
+    quantization step per coordinate.)  None when ``omega`` is None (no guarantee); 0.0
+    when ``omega == 0``; inf when ``mean_sq == 0`` and the numerator is not 0.
+    """
+    if omega is None:
+        return None
+    omega = float(omega)
+    if omega < 0 or math.isnan(omega):
+        raise ValueError(f"omega must be >= 0, got {omega}")
+    p = len(sq_norms)
+    if p == 0:
+        raise ValueError("sq_norms is empty: a mean of no vectors")
+    if omega == 0:
+        return 0.0
+    sq = [float(v) for v in sq_norms]
+    if any(v < 0 or math.isnan(v) for v in sq):
+        raise ValueError("sq_norms must be squared norms (>= 0)")
+    if unbiased:
+        num = omega * math.fsum(sq)
+    else:
+        num = math.fsum(math.sqrt(omega * v) for v in sq) ** 2
+    if num == 0:
+        return 0.0
+    if mean_sq <= 0:
+        return math.inf
+    return num / (p * p * float(mean_sq))
 
 
 def _hadamard() -> Any:

@@ -28,6 +28,13 @@ class FP32(Compressor):
     def unbiased(self) -> bool:
         return True
 
+    def _error_bound(self, n: int) -> float:
+        """0: the float32 values are copied bit for bit."""
+        return 0.0
+
+    def _rounding_error(self, n: int) -> float:
+        return 0.0
+
     def _payload_nbytes(self, n: int) -> int:
         return 4 * n
 
@@ -48,6 +55,20 @@ class FP16(Compressor):
     name = "fp16"
     codec_id = 2
     summary = "IEEE binary16 cast (round to nearest even); |x| must be <= 65504"
+
+    def _error_bound(self, n: int) -> float:
+        """2^-22: round to nearest with an 11-bit significand, ``|fl(x) - x| <= 2^-11 |x|``
+        per entry, so ``||fl(x) - x||^2 <= 2^-22 ||x||^2``.
+
+        Caveat: only for entries in fp16's *normal* range, 0 or ``2^-14 <= |x| <= 65504``
+        (after the rotation, if any).  Below 2^-14 fp16 is subnormal and the error is
+        absolute (up to 2^-25 per entry), so a vector of tiny entries can lose everything
+        (``x = 1e-8`` decodes to 0); above 65504 encode raises.
+        """
+        return 2.0**-22
+
+    def _rounding_error(self, n: int) -> float:
+        return 0.0  # integer bit manipulation: exactly round to nearest even
 
     def _payload_nbytes(self, n: int) -> int:
         return 2 * n
@@ -72,6 +93,16 @@ class BF16(Compressor):
     name = "bf16"
     codec_id = 3
     summary = "bfloat16 cast (round to nearest even): fp32 range, 8-bit mantissa"
+
+    def _error_bound(self, n: int) -> float:
+        """2^-16: :func:`hpcq.kernels.cast.to_bf16` rounds to nearest even on the 16 dropped
+        bits (it does not truncate, which would give 2^-14), an 8-bit significand, so
+        ``|fl(x) - x| <= 2^-8 |x|`` for float32-normal entries (bf16 has float32's exponent
+        range); values rounding past the largest bf16 make encode raise."""
+        return 2.0**-16
+
+    def _rounding_error(self, n: int) -> float:
+        return 0.0  # integer bit manipulation: exactly round to nearest even
 
     def _payload_nbytes(self, n: int) -> int:
         return 2 * n

@@ -48,6 +48,14 @@ class FixedRange(Compressor):
             raise ValueError(f"fixedrange: range={self.p['range']!r} must be > 0 and within "
                              f"float32 range")
 
+    def _error_bound(self, n: int) -> None:
+        """None: no relative guarantee.  The error is absolute, set by the range r: at most
+        a half cell ``r / 2^b`` per entry inside [-r, r] (nearest), plus ``|x_i| - r`` for
+        clipped entries.  Relative to ``||x||`` it is unbounded: a vector much smaller than
+        the range (``x = 1e-6``, r = 1) decodes to cell mid-points far larger than itself.
+        """
+        return None
+
     def with_range(self, r: float) -> FixedRange:
         """The same quantizer with range ``r`` (DQ-GD changes it every step)."""
         values: dict[str, Any] = {**self.p, "range": r}

@@ -14,8 +14,10 @@ Payload layout: one float32 norm per bucket, then the codes ``c = s + s q_i / no
 
 from __future__ import annotations
 
+import math
+
 from hpcq.compressors import REGISTRY
-from hpcq.compressors.affine import AffineQuantizer
+from hpcq.compressors.affine import AffineQuantizer, affine_omega
 from hpcq.compressors.base import Param
 from hpcq.kernels import quantize
 
@@ -59,3 +61,25 @@ class QSGD(AffineQuantizer):
     def _layout_args(self) -> dict[str, int]:
         return {"bucket": self.p["bucket"], "nlev": 2 * self.p["s"] + 1,
                 "mode": NORMS[self.p["norm"]]}
+
+    def _bucket_omega(self, nb: int) -> float:
+        """Levels ``m {-1, ..., -1/s, 0, 1/s, ..., 1}``: step ``m/s``, 0 a level
+        (:func:`~hpcq.compressors.affine.affine_omega`).
+
+        * l2, ``m = ||x_b||``: ``step^2 = ||x_b||^2 / s^2`` and ``step ||x_b||_1 <=
+          sqrt(nb) ||x_b||^2 / s``: stochastic ``min(nb / (4 s^2), sqrt(nb) / s)`` (QSGD's
+          bound, with the 1/4 that stochastic rounding's ``Var <= step^2/4`` gives), nearest
+          ``min(nb / (4 s^2), sqrt(nb) / (2 s), 1)``;
+        * linf, ``m = max |x_b|``: the max entry sits on the end level (exact); the other
+          ``r`` (``nb - 1`` entries) have ``step ||r||_1 <= (m / s) sqrt(nb - 1) ||r|| <=
+          sqrt(nb - 1) ||x_b||^2 / (2 s)`` (``m ||r|| <= (m^2 + ||r||^2) / 2``):
+          stochastic ``min((nb - 1) / (4 s^2), sqrt(nb - 1) / (2 s))``, nearest
+          ``min((nb - 1) / (4 s^2), sqrt(nb - 1) / (4 s), 1)``;
+
+        each up to terms in ROUND_DELTA (2^-18 of a step).
+        """
+        s = self.p["s"]
+        st = self.p["rounding"] == "stochastic"
+        if self.p["norm"] == "l2":
+            return affine_omega(nb, 1.0 / (s * s), math.sqrt(nb) / s, st)
+        return affine_omega(nb - 1, 1.0 / (s * s), math.sqrt(max(nb - 1, 0)) / (2.0 * s), st)

@@ -12,9 +12,12 @@ the variance of stochastic rounding and stay unbiased).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from hpcq.compressors import REGISTRY
+from hpcq.compressors.affine import ROUND_DELTA
 from hpcq.compressors.base import Keys, Param
 from hpcq.compressors.topk import SPARSE_PARAMS, SparseCodec, read_sparse, sparse_nbytes
 from hpcq.kernels import sparsify, subset
@@ -36,6 +39,29 @@ class RandK(SparseCodec):
     @property
     def unbiased(self) -> bool:
         return True
+
+    def _error_bound(self, n: int) -> float:
+        """``n/k - 1`` for fp32 values (exact, for every x): each entry is kept with
+        probability k/n and scaled by n/k, so ``E||Q||^2 = (n/k) ||x||^2`` and, unbiased,
+        ``E||Q - x||^2 = E||Q||^2 - ||x||^2``.  Shared or sent indices: the same subset law.
+
+        With ``bits=b`` (``L = 2^b - 1`` steps of ``2 m_S / L`` on [-m_S, m_S], ``m_S`` the
+        largest selected |x_i|, exact): given the subset S, the other k - 1 values gain a
+        variance of at most ``m_S^2 / L^2`` each, ``m_S^2 <= ||x_S||^2`` and ``E||x_S||^2 =
+        (k/n) ||x||^2``; scaled by ``(n/k)^2`` this adds ``(n/k)(k - 1)/L^2``.  The codes
+        round ``x'`` within ``delta`` steps of x (ROUND_DELTA): ``x'^2 <= x^2 + 2 delta step
+        |x| + delta^2 step^2`` and the bias ``-2 x E[Q - x]`` add ``(n/k)(4 delta sqrt(k)/L
+        + 4 delta^2 k / L^2) + 4 delta sqrt(k) / L`` (with ``step sum_S |x_i| <= 2 sqrt(k)
+        ||x_S||^2 / L``).  Loose for typical data, whose selected values are far below m_S.
+        """
+        k = self.k_for(n)
+        w = n / k - 1.0
+        if self.p["bits"] == 0:
+            return w
+        big_l = float((1 << self.p["bits"]) - 1)
+        d = ROUND_DELTA
+        drift = 4.0 * d * math.sqrt(k) / big_l
+        return w + (n / k) * ((k - 1) / big_l**2 + drift + 4.0 * d * d * k / big_l**2) + drift
 
     def _payload_nbytes(self, n: int) -> int:
         return sparse_nbytes(n, self.k_for(n), self.p["bits"], not self.p["shared"])

@@ -39,6 +39,22 @@ class Sign(Compressor):
     def _validate(self) -> None:
         check_bucket(self.name, self.p["bucket"])
 
+    def _error_bound(self, n: int) -> float:
+        """Deterministic, per bucket of ``nb`` entries (the longest: ``min(bucket, n)``):
+        since ``x_i sign(x_i) = |x_i|`` (also for sign(0) = +1),
+        ``||x - c sign(x)||^2 = ||x||^2 - 2 c ||x||_1 + nb c^2``.
+
+        * l1, ``c = ||x||_1 / nb``: ``||x||^2 - ||x||_1^2 / nb <= (1 - 1/nb) ||x||^2``
+          (``||x||_1 >= ||x||``); attained by a one-hot bucket.
+        * drive, ``c = ||x||^2 / ||x||_1``: ``(nb ||x||^2 / ||x||_1^2 - 1) ||x||^2 <=
+          (nb - 1) ||x||^2``; attained by a one-hot bucket.  Very loose after a rotation
+          (DRIVE's point: about ``pi/2 - 1`` for a random rotation), but a bound for every
+          input cannot use that.
+        """
+        b = self.p["bucket"]
+        nb = min(b, n) if b else n
+        return 1.0 - 1.0 / nb if self.p["scale"] == "l1" else float(nb - 1)
+
     def _payload_nbytes(self, n: int) -> int:
         return sign.payload_nbytes(n, self.p["bucket"])
 

@@ -14,9 +14,11 @@ Code ``c`` decodes to ``lo + c (hi - lo) / (2^b - 1)``.
 
 from __future__ import annotations
 
+import math
+
 from hpcq.compressors import REGISTRY
-from hpcq.compressors.affine import AffineQuantizer
-from hpcq.compressors.base import Param
+from hpcq.compressors.affine import AffineQuantizer, affine_omega
+from hpcq.compressors.base import ROUNDING_ERROR, U32, Param
 from hpcq.kernels import quantize
 
 SCALES = {"maxabs": quantize.MAXABS, "minmax": quantize.MINMAX}
@@ -41,3 +43,30 @@ class Uniform(AffineQuantizer):
     def _layout_args(self) -> dict[str, int]:
         return {"bucket": self.p["bucket"], "nlev": 1 << self.p["bits"],
                 "mode": SCALES[self.p["scale"]]}
+
+    def _bucket_omega(self, nb: int) -> float:
+        """``2^bits`` levels (L = 2^bits - 1 steps): 0 is never a level (L is odd), so each
+        erring entry contributes at most ``step^2 / 4`` (stochastic variance, or half a step
+        squared for nearest; :func:`~hpcq.compressors.affine.affine_omega`).
+
+        * maxabs: ``step = 2m/L``, ``m = max |x_b| <= ||x_b||``; the max entry is on an end
+          level (exact): ``omega = (nb - 1) / L^2``.  Attained: a one-hot bucket's zeros sit
+          mid-way between the levels -m/L and m/L.
+        * minmax: ``step = (hi - lo)/L``; the min and max entries are exact, and
+          ``(hi - lo)^2 <= 2 (hi^2 + lo^2) <= 2 ||x_b||^2`` (<= ``||x_b||^2`` if they share a
+          sign): ``omega = (nb - 2) / (2 L^2)``.  Loose when the bucket is not dominated by
+          its two extremes.
+        """
+        big_l = (1 << self.p["bits"]) - 1
+        st = self.p["rounding"] == "stochastic"
+        if self.p["scale"] == "maxabs":
+            return affine_omega(nb - 1, 4.0 / big_l**2, None, st)
+        return affine_omega(nb - 2, 2.0 / big_l**2, None, st)
+
+    def _rounding_error(self, n: int) -> float:
+        """minmax decodes ``(c - L/2) step + mid`` with ``mid = (lo + hi)/2`` in float32: an
+        error of up to about ``4 u max(|lo|, |hi|)`` per entry, not relative to the entry,
+        so up to ``4 u sqrt(nb)`` times ``||Q(x_b)||`` (which holds the extreme exactly)."""
+        if self.p["scale"] == "maxabs":
+            return ROUNDING_ERROR
+        return ROUNDING_ERROR + 6.0 * U32 * math.sqrt(self._bucket_len(n))

@@ -37,6 +37,25 @@ class VQSGD(Compressor):
     def unbiased(self) -> bool:
         return True
 
+    def _error_bound(self, n: int) -> float:
+        """``Q = (r/s) sum_k c_{J_k}``, s = reps i.i.d. draws, ``r`` the norm, points of
+        squared norm ``R^2``, ``E[Q] = g``: ``E||Q - g||^2 = (r^2 R^2 - ||g||^2) / s``.
+
+        * cross (``R^2 = n``) and hadamard (rows of +-1, ``R^2 = n`` once cut to n entries;
+          uncut ``(D - 1)/s`` would be looser): l2 ``(n - 1)/s``, exact for every g;
+        * simplex (circumradius n): l2 ``(n^2 - 1)/s``, exact;
+        * l1 scaling (``r = ||g||_1 <= sqrt(n) ||g||``): ``(n^2 - 1)/s`` (cross, hadamard),
+          ``(n^3 - 1)/s`` (simplex); equal for flat |g|, loose otherwise (about 1.6x for
+          gaussian g).
+
+        The float64 weights and 53-bit sampling move the law by far less than the default
+        rounding allowance of a bound that is at least ``1/s >= 2^-20`` for n >= 2 (n = 1
+        is exact).
+        """
+        norm_ratio2 = 1.0 if self.p["norm"] == "l2" else float(n)  # max (r / ||g||)^2
+        radius2 = float(n) * n if self.p["points"] == "simplex" else float(n)  # R^2
+        return (norm_ratio2 * radius2 - 1.0) / self.p["reps"]
+
     def _payload_nbytes(self, n: int) -> int:
         npts = vq.n_points(self.p["points"], n)
         return 4 + ((self.p["reps"] * index_width(npts) + 7) // 8 if n else 0)
