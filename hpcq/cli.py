@@ -107,15 +107,21 @@ COMMANDS.register("bench")(Command("run a benchmark (hpcq bench kernels -h)", _c
 @command("run", "run a job file (default: the embedded default job) on all MPI ranks",
          arg("job", nargs="?", metavar="JOB.toml", help="job file (default: embedded default)"),
          arg("-o", "--output", metavar="FILE.h5", help="result file (overrides [job] output)"),
+         arg("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+             help="override a job-file value, e.g. --set collectives.sizes='\"20\"' "
+                  "--set job.seed=3 (repeatable; the value is read as TOML)"),
          arg("--append", action="store_true", help="add to an existing result file"),
-         arg("--dry-run", action="store_true", help="print the cases and exit"))
+         arg("--resume", action="store_true",
+             help="skip the cases the result file (-o) already holds; run the rest"),
+         arg("--dry-run", action="store_true", help="print the expanded cases and exit"))
 def cmd_run(args: argparse.Namespace) -> int:
     from mpi4py import MPI
 
     from hpcq.runner import run_job
 
     return run_job(MPI.COMM_WORLD, args.job, output=args.output, append=args.append,
-                   dry_run=args.dry_run, command_line=args.command_line)
+                   resume=args.resume, dry_run=args.dry_run, overrides=args.overrides,
+                   command_line=args.command_line)
 
 
 @command("warmup", "compile the kernels of the given (or default) compressors into the cache",
@@ -127,13 +133,13 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     import numba
 
     from hpcq.bench import kernels, resolve_compressors
-    from hpcq.runner import load_job
+    from hpcq.runner import read_job
 
     specs = args.compressors
     if specs is None:
-        job = load_job(None)[0]
+        job = read_job(None)
         specs = [*kernels.DEFAULT_SPECS, *(job.kernels.compressors if job.kernels else ()),
-                 *(job.mean.compressors if job.mean else ())]
+                 *(s for c in job.collectives for s in c.compressors)]
     comps, notes = resolve_compressors(specs, skip_unavailable=args.compressors is None)
     for note in notes:
         print(f"hpcq: note: {note}", file=sys.stderr)
@@ -215,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, JobError):  # every rank raised it: print once, exit alike
             if rank == 0:
                 print(f"hpcq: error: {text}", file=sys.stderr, flush=True)
-            return code
+            return e.exit_code
         prefix = f"[rank {rank}] " if size > 1 else ""
         print(f"{prefix}hpcq: error: {text or type(e).__name__}", file=sys.stderr, flush=True)
         if world is not None and size > 1:

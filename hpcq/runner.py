@@ -1,216 +1,119 @@
-"""``hpcq run``: a job file (TOML) -> validated, frozen dataclasses -> cases -> one HDF5 file.
+"""``hpcq run``: a job (:mod:`hpcq.config`) -> cases -> runs on every rank -> one HDF5 file.
 
-Job file format (version 1; defaults live only in the dataclasses below)::
+The format is documented in ``docs/jobs.md`` (with a complete example); in short::
 
-    format = "hpcq-job"          # required
-    version = 1                  # required
+    format = "hpcq-job"            # required
+    version = 1                    # required
 
-    [job]                        # optional
-    name = "default"             # used in the default output name
-    seed = 0                     # data and codec randomness
-    output = ""                  # default: hpcq-<name>-<UTC timestamp>.h5 (cwd)
-    skip_unavailable = false     # true: skip compressors this install lacks, with a note
+    [job]                          # name, seed, output, skip_unavailable
+    [kernels]                      # single-process codec throughput, on rank 0
+    [collectives]                  # compressed means over all ranks (or [[collectives]] blocks)
+    [sweep]                        # "table.key" = [values ...]: the cartesian product of variants
 
-    [kernels]                    # single-process codec throughput, on rank 0
-    compressors = ["qsgd:bits=4", "sign"]
-    sizes = "16,20"              # log2 lengths: LO:HI[:STEP] or a comma list
-    repeats = 5
-    warmup = 2
-    threads = 1                  # numba threads for this table; 0 = NUMBA_NUM_THREADS
-
-    [mean]                       # compressed mean over all ranks vs the fp32 Allreduce
-    compressors = ["qsgd:bits=4", "hadamard+sign:scale=drive"]
-    d = 131072
-    iterations = 20
-    warmup = 3
-
-At least one of ``[kernels]`` and ``[mean]`` is needed.  Rank 0 validates the
-whole file before any work (unknown tables or keys, wrong types, bad values,
-unknown compressors) and broadcasts the job or the error, so every rank stops
-the same way with one line naming the file, table and key.
+Defaults live only in the dataclasses of :mod:`hpcq.config`.  Rank 0 reads, applies the
+``--set`` overrides, validates everything (unknown tables or keys, wrong types,
+bad values, unknown compressors or schemes, a scheme a compressor cannot do)
+and expands the job into a flat list of cases, each with a key that identifies
+it; it broadcasts the cases or the error, so every rank stops the same way with
+one line naming the file, table and key.  Cases equal in every parameter run
+once; ``--resume`` skips the cases whose key the output file already holds.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-FORMAT = "hpcq-job"
-VERSION = 1
-DEFAULT_JOB = "<embedded default job>"
+from hpcq.config import (
+    CheckFailed,
+    CollectivesTable,
+    Job,
+    JobError,
+    JobTable,
+    KernelsTable,
+    parse_job,
+    parse_override,
+    read_job,
+    variants,
+)
 
-
-class JobError(ValueError):
-    """A job that cannot run; raised on every rank alike, so no rank needs to abort."""
-
-
-@dataclass(frozen=True)
-class JobTable:
-    """``[job]``: identity, seed and output of the run."""
-
-    name: str = "job"
-    seed: int = 0
-    output: str = ""
-    skip_unavailable: bool = False
-
+__all__ = ["Case", "CheckFailed", "CollectivesTable", "Job", "JobError", "JobTable",
+           "KernelsTable", "expand_job", "parse_job", "parse_override", "read_job", "run_job",
+           "variants"]
 
 @dataclass(frozen=True)
-class KernelsTable:
-    """``[kernels]``: :mod:`hpcq.bench.kernels` on rank 0 while the others wait."""
+class Case:
+    """One unit of work and of the result file: its kind, label, key and benchmark case."""
 
-    compressors: tuple[str, ...] = ("fp16", "qsgd:bits=4", "sign", "hadamard+qsgd:bits=2")
-    sizes: str = "16,20"
-    repeats: int = 5
-    warmup: int = 2
-    threads: int = 0
-
-
-@dataclass(frozen=True)
-class MeanTable:
-    """``[mean]``: :mod:`hpcq.bench.mean` over all ranks."""
-
-    compressors: tuple[str, ...] = ("qsgd:bits=8", "qsgd:bits=4", "sign")
-    d: int = 1 << 17
-    iterations: int = 20
-    warmup: int = 3
+    kind: str
+    label: str
+    key: str
+    bench: Any  # hpcq.bench.kernels.KernelCase or hpcq.bench.collectives.Case
+    sweep: tuple[tuple[str, Any], ...] = ()
+    check: bool = False
 
 
-@dataclass(frozen=True)
-class Job:
-    """A validated job: its tables (None where absent), source name and verbatim text."""
-
-    job: JobTable
-    kernels: KernelsTable | None
-    mean: MeanTable | None
-    source: str
-    text: str
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
 
 
-_TABLES: dict[str, type] = {"job": JobTable, "kernels": KernelsTable, "mean": MeanTable}
-_MINIMA = {"seed": 0, "repeats": 1, "warmup": 0, "threads": 0, "d": 1, "iterations": 1}
+def expand_job(job: Job) -> tuple[list[Case], list[str]]:
+    """The job's cases (sweep expanded, duplicates dropped) and notes on skipped compressors.
 
-
-def _toml(value: Any) -> str:
-    """A default value as it is written in TOML (JSON's syntax agrees for these types)."""
-    return json.dumps(list(value) if isinstance(value, tuple) else value)
-
-
-def _table(source: str, name: str, raw: Any) -> Any:
-    """The dataclass of table ``name`` from its TOML dict, every key checked."""
-    cls = _TABLES[name]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    valid = ", ".join(f"{k} (default {_toml(f.default)})" for k, f in fields.items())
-    if not isinstance(raw, dict):
-        raise JobError(f"{source}: [{name}] must be a table; valid keys: {valid}")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in fields:
-            raise JobError(f"{source}: [{name}] unknown key {key!r}; valid keys: {valid}")
-        default = fields[key].default
-        if isinstance(default, tuple):
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-            want, value = "a list of strings", tuple(value) if ok else value
-        else:
-            # bool is an int in Python; TOML's true must not pass as a count, nor 1 as a flag
-            ok = type(value) is type(default)
-            want = type(default).__name__
-        if not ok:
-            raise JobError(f"{source}: [{name}] {key} = {value!r} must be {want}")
-        if key in _MINIMA and value < _MINIMA[key]:
-            raise JobError(f"{source}: [{name}] {key} = {value} must be >= {_MINIMA[key]}")
-        values[key] = value
-    return cls(**values)
-
-
-def parse_job(text: str, source: str) -> Job:
-    """Parse and validate job text (everything but the compressors, see :func:`load_job`)."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise JobError(f"{source}: invalid TOML: {e}") from None
-    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
-        raise JobError(f"{source}: expected format = {FORMAT!r} and version = {VERSION} at the "
-                       f"top of the file, got format = {doc.get('format')!r}, "
-                       f"version = {doc.get('version')!r}")
-    unknown = sorted(set(doc) - {"format", "version", *_TABLES})
-    if unknown:
-        raise JobError(f"{source}: unknown table or key {unknown[0]!r}; valid: format, version, "
-                       + ", ".join(f"[{t}]" for t in _TABLES))
-    if "kernels" not in doc and "mean" not in doc:
-        raise JobError(f"{source}: nothing to run; add a [kernels] or [mean] table")
-    tables = {name: _table(source, name, doc[name]) for name in _TABLES if name in doc}
-    return Job(tables.get("job", JobTable()), tables.get("kernels"), tables.get("mean"),
-               source, text)
-
-
-def load_job(path: str | None) -> tuple[Job, list[str]]:
-    """Read, parse and fully validate a job file (None: the embedded default).
-
-    Returns the job and notes about skipped compressors.  Raises
-    :class:`JobError` (or FileNotFoundError) naming the file, table and key.
+    Raises :class:`JobError` naming the table and key of anything invalid.
     """
-    from hpcq.bench import resolve_compressors
-    from hpcq.bench.kernels import parse_sizes
+    from hpcq.bench import collectives, kernels, resolve_compressors
 
-    if path is None:
-        text, source = resources.files("hpcq.jobs").joinpath("default.toml").read_text(), \
-            DEFAULT_JOB
-    else:
-        text, source = Path(path).read_text(), path
-    job = parse_job(text, source)
-    if job.kernels is not None:
-        try:
-            parse_sizes(job.kernels.sizes)
-        except ValueError as e:
-            raise JobError(f"{source}: [kernels] sizes: {e}") from None
+    cases: dict[str, Case] = {}
     notes: list[str] = []
-    for name, table in (("kernels", job.kernels), ("mean", job.mean)):
-        if table is None:
-            continue
-        try:
-            skipped = resolve_compressors(table.compressors,
-                                          skip_unavailable=job.job.skip_unavailable)[1]
+    source, skip = job.source, job.job.skip_unavailable
+    for point, j in variants(job):
+        seed = j.job.seed
+        if j.kernels is not None:
+            k = j.kernels
+            try:
+                sizes = kernels.parse_sizes(k.sizes)
+            except ValueError as e:
+                raise JobError(f"{source}: [kernels] sizes: {e}") from None
+            try:
+                specs, skipped = resolve_compressors(k.compressors, skip_unavailable=skip)
+            except ValueError as e:
+                raise JobError(f"{source}: [kernels] compressors: {e}") from None
             notes += [n for n in skipped if n not in notes]
-        except ValueError as e:
-            raise JobError(f"{source}: [{name}] compressors: {e}") from None
-    return job, notes
-
-
-def describe_cases(job: Job) -> list[str]:
-    """One line per case the job will run (``hpcq run --dry-run``)."""
-    from hpcq.bench import resolve_compressors
-    from hpcq.bench.kernels import parse_sizes
-    from hpcq.bench.mean import BASELINE
-
-    skip = job.job.skip_unavailable
-    lines = []
-    if job.kernels is not None:
-        specs = resolve_compressors(job.kernels.compressors, skip_unavailable=skip)[0]
-        for d in parse_sizes(job.kernels.sizes):
-            lines.append(f"kernels memcpy d=2^{d.bit_length() - 1}")
-            lines.append(f"kernels fwht d=2^{d.bit_length() - 1}")
-            lines += [f"kernels {label} d=2^{d.bit_length() - 1}" for label, _ in specs]
-    if job.mean is not None:
-        specs = resolve_compressors(job.mean.compressors, skip_unavailable=skip)[0]
-        lines += [f"mean {label} d={job.mean.d}"
-                  for label in [BASELINE, *(label for label, _ in specs)]]
-    return lines
+            for kc in kernels.expand(specs, sizes, repeats=k.repeats, warmup=k.warmup,
+                                     seed=seed):
+                params = {**kc.params(), "threads": k.threads}
+                cases.setdefault(_key(params), Case(kc.kind, kc.label, _key(params), kc, point))
+        for i, c in enumerate(j.collectives):
+            where = f"{source}: [collectives]" + (f" block {i + 1}" if len(j.collectives) > 1
+                                                  else "")
+            try:
+                sizes = kernels.parse_sizes(c.sizes)
+            except ValueError as e:
+                raise JobError(f"{where} sizes: {e}") from None
+            try:
+                specs, skipped = resolve_compressors(c.compressors, skip_unavailable=skip)
+                notes += [n for n in skipped if n not in notes]
+                expanded = collectives.expand(c.schemes, [label for label, _ in specs], sizes,
+                                              iterations=c.iterations, warmup=c.warmup,
+                                              seed=seed)
+            except ValueError as e:
+                raise JobError(f"{where} compressors/schemes: {e}") from None
+            for cc in expanded:
+                params = {"kind": "collectives", **cc.params(), "check": c.check}
+                cases.setdefault(_key(params), Case("collectives", cc.label, _key(params), cc,
+                                                    point, c.check))
+    return list(cases.values()), notes
 
 
 @contextlib.contextmanager
-def _numba_threads(n: int) -> Iterator[None]:
+def numba_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` numba threads (0: leave as is), then restore."""
     import numba
 
@@ -225,16 +128,38 @@ def _numba_threads(n: int) -> Iterator[None]:
 
 
 def _everywhere(comm: Any, rank0: Any) -> Any:
-    """Broadcast rank 0's (value, error text); raise the error as JobError on every rank."""
+    """Broadcast rank 0's (value, error); raise the error on every rank alike."""
     value, err = comm.bcast(rank0, root=0)
     if err is not None:
-        raise JobError(err)
+        cls, text = err
+        raise (CheckFailed if cls == "check" else JobError)(text)
     return value
 
 
+def _on_rank0(fn: Any) -> tuple[Any, tuple[str, str] | None]:
+    """Run ``fn()`` (rank 0): (its value, None) or (None, the error to broadcast)."""
+    try:
+        return fn(), None
+    except JobError as e:
+        return None, ("job", str(e))
+    except (OSError, ValueError) as e:
+        return None, ("job", str(e))
+
+
+def _describe(cases: Sequence[Case], done: set[str]) -> str:
+    lines = []
+    for i, c in enumerate(cases):
+        sweep = " ".join(f"{k}={v}" for k, v in c.sweep)
+        mark = "  [done]" if c.key in done else ""
+        lines.append(f"{i + 1:4d}  {c.kind:<16}{c.label}{'  (' + sweep + ')' if sweep else ''}"
+                     f"{mark}")
+    return "\n".join(lines)
+
+
 def run_job(comm: Any, path: str | None, *, output: str | None = None, append: bool = False,
-            dry_run: bool = False, command_line: list[str] | None = None) -> int:
-    """Run a job file on every rank of ``comm``; rank 0 prints tables and writes the file.
+            resume: bool = False, dry_run: bool = False, overrides: Sequence[str] = (),
+            command_line: list[str] | None = None) -> int:
+    """Run a job on every rank of ``comm``; rank 0 prints tables and writes the result file.
 
     Parameters
     ----------
@@ -244,85 +169,158 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
         The job file; None runs the embedded default job (``jobs/default.toml``).
     output : str, optional
         The HDF5 file (overrides ``[job] output``).
-    append, dry_run : bool
-        Add to an existing output file; only print the cases.
+    append : bool
+        Add the cases to an existing result file.
+    resume : bool
+        Skip the cases the (existing) output file already holds complete; needs
+        an explicit output name.
+    dry_run : bool
+        Print the expanded cases and exit.
+    overrides : sequence of str
+        ``TABLE.KEY=VALUE`` settings applied to the job file before validation.
     command_line : list of str, optional
         Recorded in the file (default ``sys.argv``).
 
     Returns
     -------
     int
-        The exit code (0).
+        The exit code (0); failures raise (:class:`JobError`, :class:`CheckFailed`).
     """
-    import numba
-
     from hpcq import provenance
-    from hpcq.bench import Progress, kernels, mean, resolve_compressors
-    from hpcq.collectives import idle_barrier
+    from hpcq.bench import Progress
 
-    rank, loaded, err = comm.Get_rank(), None, None
-    if rank == 0:
-        try:
-            loaded = load_job(path)
-        except (JobError, OSError) as e:
-            err = str(e) if isinstance(e, JobError) else f"{path}: {e.strerror}"
-    job, notes = _everywhere(comm, (loaded, err))
+    rank = comm.Get_rank()
+
+    def load() -> tuple[Job, list[Case], list[str], str, set[str]]:
+        job = read_job(path, overrides)
+        cases, notes = expand_job(job)
+        out = output or job.job.output
+        if resume and not out:
+            raise JobError("--resume needs the result file: give -o FILE.h5 or [job] output")
+        done: set[str] = set()
+        if resume and Path(out).exists():
+            from hpcq.store import completed_keys
+
+            done = completed_keys(out)
+        return job, cases, notes, out, done
+
+    job, cases, notes, out, done = _everywhere(comm, _on_rank0(load) if rank == 0 else None)
     if dry_run:
         if rank == 0:
-            print("\n".join(describe_cases(job)))
+            print(_describe(cases, done))
+            print(f"# {len(cases)} cases, {len(done & {c.key for c in cases})} already in {out}"
+                  if resume else f"# {len(cases)} cases")
         return 0
-    for note in notes if rank == 0 else ():
-        print(f"hpcq: note: {note}", file=sys.stderr)
-    skip = job.job.skip_unavailable
-    kspecs = resolve_compressors(job.kernels.compressors, skip_unavailable=skip)[0] \
-        if job.kernels else []
-    mspecs = resolve_compressors(job.mean.compressors, skip_unavailable=skip)[0] \
-        if job.mean else []
-    sizes = kernels.parse_sizes(job.kernels.sizes) if job.kernels else []
-    stamp = comm.bcast(provenance.utc_stamp(), root=0)
-    slurm = os.environ.get("SLURM_JOB_ID")
-    out = output or job.job.output or \
-        f"hpcq-{job.job.name}-{f'{slurm}-' if slurm else ''}{stamp}.h5"
+    if rank == 0:
+        for note in notes:
+            print(f"hpcq: note: {note}", file=sys.stderr)
+    todo = [c for c in cases if c.key not in done]
+    if not out:
+        stamp = comm.bcast(provenance.utc_stamp(), root=0)
+        slurm = os.environ.get("SLURM_JOB_ID")
+        out = f"hpcq-{job.job.name}-{f'{slurm}-' if slurm else ''}{stamp}.h5"
     prov = provenance.collect(comm, config_toml=job.text, command_line=command_line)
+    if overrides:
+        prov["overrides"] = list(overrides)
     store = None
     if rank == 0:
         from hpcq.store import ResultFile
 
-        try:
-            store = ResultFile(out, prov, append=append)
-        except (OSError, ValueError) as e:
-            err = str(e)
+        def open_store() -> ResultFile:
+            return ResultFile(out, prov, append=append or resume, resume=resume)
+
+        store, err = _on_rank0(open_store)
+    else:
+        err = None
     _everywhere(comm, (None, err))
-    on_case = store.write_case if store is not None else None
+    if rank == 0 and resume:
+        print(f"hpcq: resuming {out}: {len(cases) - len(todo)} of {len(cases)} cases already "
+              f"there", file=sys.stderr)
+    order = [c for c in todo if c.kind != "collectives"] + [c for c in todo
+                                                             if c.kind == "collectives"]
+    progress = Progress(len(order), weights=[_cost(c) for c in order]) if rank == 0 else None
+    failed = _run_cases(comm, job, order, store, progress)
+    if store is not None:
+        store.close()
+        print(f"# results written to {out}", flush=True)
+    _everywhere(comm, (None, ("check", f"check failed (error above its guarantee, or ranks "
+                                       f"disagree) for: {'; '.join(failed)}; the results are "
+                                       f"in {out}") if failed else None))
+    return 0
+
+
+def _cost(case: Case) -> float:
+    """A case's rough relative run time (for the progress estimate)."""
+    from hpcq.bench import collectives
+
+    if case.kind == "collectives":
+        return collectives.cost(case.bench)
+    b = case.bench
+    return (2 * b.repeats + b.warmup + 2) * (b.d + 20_000.0)
+
+
+def _run_cases(comm: Any, job: Job, cases: Sequence[Case], store: Any, progress: Any
+               ) -> list[str]:
+    """Compile, run every case, write each at once; return the labels of failed checks."""
+    import numba
+
+    from hpcq.bench import collectives, kernels
+    from hpcq.collectives import idle_barrier
+    from hpcq.compressors import compressor
+
+    rank = comm.Get_rank()
+    kcases = [c for c in cases if c.kind.startswith("kernels")]
+    ccases = [c for c in cases if c.kind == "collectives"]
+    kthreads = job.kernels.threads if job.kernels else 0
     # Rank 0 compiles (or loads) every kernel first; the others then find them in
     # the numba cache instead of compiling the same functions at the same time.
-    kthreads = job.kernels.threads if job.kernels else 0
     if rank == 0:
-        seconds = kernels.compile_kernels([c for _, c in mspecs], [job.mean.d] if job.mean else [])
-        with _numba_threads(kthreads):
-            seconds += kernels.compile_kernels([c for _, c in kspecs], sizes)
+        seconds = collectives.compile_for([c.bench for c in ccases], nprocs=comm.Get_size())
+        with numba_threads(kthreads):
+            comps = [compressor(c.bench.what) for c in kcases if c.kind == "kernels"]
+            seconds += kernels.compile_kernels(comps, sorted({c.bench.d for c in kcases}))
         print(f"hpcq: kernels ready in {seconds:.1f} s", file=sys.stderr)
     idle_barrier(comm)
-    progress = Progress(len(describe_cases(job))) if rank == 0 else None
-    if job.kernels is not None:
+    failed: list[str] = []
+    if kcases:
         if rank == 0:
-            with _numba_threads(kthreads):
-                rows = kernels.run(kspecs, sizes, repeats=job.kernels.repeats,
-                                   warmup=job.kernels.warmup, seed=job.job.seed,
-                                   on_case=on_case, progress=progress)
+            rows, memcpy = [], {}
+            with numba_threads(kthreads):
+                for c in kcases:
+                    comp = compressor(c.bench.what) if c.kind == "kernels" else None
+                    attrs, data, row = kernels.run_case(c.bench, comp,
+                                                        memcpy_gbs=memcpy.get(c.bench.d))
+                    if c.bench.what == "memcpy":
+                        memcpy[c.bench.d] = row["enc"][0]
+                    rows.append(row)
+                    _write(store, c, attrs, data)
+                    progress(c.label)
                 print(f"# kernels on rank 0 alone, {numba.get_num_threads()} numba thread(s): "
                       f"{kernels.LEGEND}")
             print(kernels.format_table(rows), flush=True)
         idle_barrier(comm)  # the other ranks sleep: spinning would steal rank 0's cores
-    if job.mean is not None:
-        m = job.mean
+    if ccases:
         if rank != 0:
-            kernels.compile_kernels([c for _, c in mspecs], [m.d])  # loads from the cache
-        rows = mean.run(comm, mspecs, m.d, iterations=m.iterations, warmup=m.warmup,
-                        seed=job.job.seed, on_case=on_case, progress=progress)
+            collectives.compile_for([c.bench for c in ccases], nprocs=comm.Get_size())  # cached
+        rows = []
+        for c in ccases:
+            result = collectives.run_case(comm, c.bench, check=c.check)
+            if result is not None:
+                attrs, data, row = result
+                rows.append(row)
+                _write(store, c, attrs, data)
+                progress(c.label)
+                if attrs.get("check") == "fail":
+                    failed.append(c.label)
         if rank == 0:
-            print(mean.format_table(rows, m.d, comm.Get_size(), m.iterations), flush=True)
-    if store is not None:
-        store.close()
-        print(f"# results written to {out}", flush=True)
-    return 0
+            print(collectives.format_table(rows, nprocs=comm.Get_size()), flush=True)
+    return failed
+
+
+def _write(store: Any, case: Case, attrs: dict[str, Any], data: dict[str, Any]) -> None:
+    """Write one case (rank 0), with its sweep point and key."""
+    if store is None:
+        return
+    if case.sweep:
+        attrs = {**attrs, "sweep": dict(case.sweep)}
+    store.write_case(case.kind, case.label, attrs, data, key=case.key)

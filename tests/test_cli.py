@@ -9,7 +9,7 @@ import pytest
 
 from hpcq.cli import main
 from hpcq.compressors import REGISTRY
-from hpcq.runner import JobError, load_job, parse_job
+from hpcq.runner import JobError, parse_job, read_job
 from hpcq.store import read_attrs, read_cases
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,11 +29,13 @@ sizes = "8"
 repeats = 2
 warmup = 1
 
-[mean]
-compressors = ["bf16", "qsgd:bits=4", "hadamard+sign:scale=drive"]
-d = 1000
+[collectives]
+compressors = ["qsgd:bits=4", "hadamard+sign:scale=drive"]
+schemes = ["allreduce-fp32", "allreduce-bf16", "allgather", "two-phase"]
+sizes = "10"
 iterations = 3
 warmup = 1
+check = true
 """
 
 
@@ -70,28 +72,43 @@ def test_bad_option_is_argparse_exit_2(hpcq_cli) -> None:
     assert "invalid choice" in hpcq_cli("nosuchcommand", expect=2).stderr
 
 
+HEAD = 'format = "hpcq-job"\nversion = 1\n'
+
+
 @pytest.mark.parametrize(("text", "needles"), [
     ("nonsense = [", ["invalid TOML"]),
-    ('format = "x"\nversion = 1\n[mean]\n', ["format = 'hpcq-job'"]),
-    ('format = "hpcq-job"\nversion = 1\n[meen]\n', ["'meen'", "[mean]", "[kernels]"]),
-    ('format = "hpcq-job"\nversion = 1\n[job]\nname = "a"\n', ["nothing to run"]),
-    ('format = "hpcq-job"\nversion = 1\n[mean]\niters = 3\n',
-     ["[mean]", "'iters'", "iterations (default 20)", "d (default 131072)"]),
-    ('format = "hpcq-job"\nversion = 1\n[mean]\nd = "big"\n', ["[mean] d = 'big' must be int"]),
-    ('format = "hpcq-job"\nversion = 1\n[mean]\nd = true\n', ["[mean] d = True must be int"]),
-    ('format = "hpcq-job"\nversion = 1\n[mean]\niterations = 0\n', ["iterations = 0", ">= 1"]),
-    ('format = "hpcq-job"\nversion = 1\n[mean]\ncompressors = "sign"\n',
-     ["[mean] compressors", "list of strings"]),
-    ('format = "hpcq-job"\nversion = 1\n[kernels]\ncompressors = ["nosuch"]\n',
-     ["[kernels] compressors", "nosuch", "valid:"]),
-    ('format = "hpcq-job"\nversion = 1\n[kernels]\nsizes = "1:x"\ncompressors = []\n',
-     ["[kernels] sizes"]),
+    ('format = "x"\nversion = 1\n[collectives]\n', ["format = 'hpcq-job'"]),
+    (HEAD + "[colectives]\n", ["'colectives'", "[collectives]", "[kernels]", "[sweep]"]),
+    (HEAD + '[job]\nname = "a"\n', ["nothing to run"]),
+    (HEAD + "[collectives]\niters = 3\n",
+     ["[collectives]", "'iters'", "iterations (default 20)", 'sizes (default "16")']),
+    (HEAD + '[collectives]\niterations = "many"\n',
+     ['[collectives] iterations = "many" must be int']),
+    (HEAD + "[collectives]\ncheck = 1\n", ["[collectives] check = 1 must be bool"]),
+    (HEAD + "[collectives]\niterations = 0\n", ["iterations = 0", ">= 1"]),
+    (HEAD + '[collectives]\ncompressors = "sign"\n',
+     ["[collectives] compressors", "list of strings"]),
+    (HEAD + '[collectives]\nschemes = ["ring"]\n', ["[collectives]", "'ring'", "allgather"]),
+    (HEAD + '[collectives]\nschemes = ["ps-reduce"]\ncompressors = ["sign"]\n',
+     ["[collectives]", "ps-reduce cannot do sign", "fp32, fp16, bf16"]),
+    (HEAD + '[[collectives]]\n[[collectives]]\nsizes = "x"\n',
+     ["[collectives] block 2 sizes"]),
+    (HEAD + '[kernels]\ncompressors = ["nosuch"]\n', ["[kernels] compressors", "nosuch", "valid:"]),
+    (HEAD + '[kernels]\nsizes = "1:x"\ncompressors = []\n', ["[kernels] sizes"]),
+    (HEAD + '[kernels]\n[sweep]\n"kernels.nope" = [1]\n', ["[sweep] 'kernels.nope'",
+                                                          "repeats (default 5)"]),
+    (HEAD + '[kernels]\n[sweep]\n"collectives.sizes" = ["10"]\n',
+     ["[sweep] 'collectives.sizes'", "no [collectives] table"]),
+    (HEAD + '[kernels]\n[sweep]\n"kernels.repeats" = 3\n', ["non-empty list"]),
+    (HEAD + '[kernels]\n[sweep]\n"kernels.repeats" = [3, "x"]\n', ['repeats = "x" must be int']),
 ])
 def test_bad_job_file_names_table_and_key(tmp_path: Path, text: str, needles: list[str]) -> None:
+    from hpcq.runner import expand_job
+
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(JobError) as info:
-        load_job(str(path))
+        expand_job(read_job(str(path)))
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message.strip()
     for needle in needles:
@@ -100,25 +117,33 @@ def test_bad_job_file_names_table_and_key(tmp_path: Path, text: str, needles: li
 
 def test_bad_job_exit_code_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text('format = "hpcq-job"\nversion = 1\n[mean]\nwat = 1\n')
+    path.write_text(HEAD + "[collectives]\nwat = 1\n")
     assert main(["run", str(path)]) == 2
-    assert _error_line(capsys.readouterr().err).startswith(f"hpcq: error: {path}: [mean]")
+    assert _error_line(capsys.readouterr().err).startswith(f"hpcq: error: {path}: [collectives]")
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
     assert "missing.toml" in _error_line(capsys.readouterr().err)
+    assert main(["run", str(path), "--set", "nonsense"]) == 2
+    assert "TABLE.KEY=VALUE" in _error_line(capsys.readouterr().err)
 
 
 def test_shipped_jobs_parse() -> None:
-    job, _ = load_job(None)
-    assert job.mean is not None and job.kernels is not None and job.job.name == "default"
+    from hpcq.runner import expand_job
+
+    job = read_job(None)
+    assert job.collectives and job.kernels is not None and job.job.name == "default"
     for path in sorted((REPO / "jobs").glob("*.toml")):
-        parse_job(path.read_text(), str(path))
+        cases, notes = expand_job(parse_job(path.read_text(), str(path)))
+        assert cases and not notes, path
 
 
 def test_dry_run_lists_cases(hpcq_cli, tmp_path: Path) -> None:
     (tmp_path / "tiny.toml").write_text(TINY_JOB)
     lines = hpcq_cli("run", "tiny.toml", "--dry-run").stdout.splitlines()
-    assert lines[:3] == ["kernels memcpy d=2^8", "kernels fwht d=2^8", "kernels fp16 d=2^8"]
-    assert "mean allreduce-fp32 d=1000" in lines and "mean bf16 d=1000" in lines
+    assert "kernels.memcpy" in lines[0] and "memcpy d=2^8" in lines[0]
+    assert "fp16 d=2^8" in lines[2]
+    text = "\n".join(lines)
+    assert "allreduce-fp32" in text and "two-phase qsgd:bits=4" in text
+    assert lines[-1] == f"# {len(lines) - 1} cases"
     assert not list(tmp_path.glob("*.h5"))
 
 
@@ -131,15 +156,16 @@ def test_job_on_two_ranks(mpirun, tmp_path: Path) -> None:
     (tmp_path / "tiny.toml").write_text(TINY_JOB)
     done = mpirun(2, "run", "tiny.toml", "-o", "out.h5")
     assert "allreduce-fp32" in done.stdout and "memcpy" in done.stdout
-    assert "case 1/" in done.stderr and "eta" in done.stderr
+    assert "1/" in done.stderr and "eta" in done.stderr
     attrs = read_attrs(tmp_path / "out.h5")
     assert attrs["nprocs"] == 2 and len(attrs["hostnames"]) == 2
     assert attrs["threads_per_rank"] == [1, 1] and attrs["config_toml"] == TINY_JOB
     assert attrs["command_line"] == "hpcq run tiny.toml -o out.h5" and "end_time" in attrs
-    means = read_cases(tmp_path / "out.h5", kind="mean")
-    assert means[0]["spec"] == "allreduce-fp32" and means[0]["nmse"] < 1e-12
+    means = read_cases(tmp_path / "out.h5", kind="collectives")
+    assert [c["scheme"] for c in means[:2]] == ["allreduce-fp32", "allreduce-bf16"]
+    assert means[0]["nmse"] < 1e-12 and 0 < means[1]["nmse"] < 1e-4
     assert all(c["consistent"] and c["total_s"].shape == (2, 3) for c in means)
-    assert means[1]["spec_given"] == "bf16" and 0 < means[1]["nmse"] < 1e-4
+    assert all(c["check"] == "pass" and c["case_key"] for c in means)
     assert len(read_cases(tmp_path / "out.h5", kind="kernels")) >= 1
     # the same output again: refused on rank 0, every rank exits 2 with one line
     again = mpirun(2, "run", "tiny.toml", "-o", "out.h5", expect=2)
@@ -148,14 +174,14 @@ def test_job_on_two_ranks(mpirun, tmp_path: Path) -> None:
 
 @pytest.mark.mpi
 def test_bad_job_on_two_ranks_one_line_no_hang(mpirun, tmp_path: Path) -> None:
-    (tmp_path / "bad.toml").write_text('format = "hpcq-job"\nversion = 1\n[mean]\nwat = 1\n')
+    (tmp_path / "bad.toml").write_text(HEAD + "[collectives]\nwat = 1\n")
     done = mpirun(2, "run", "bad.toml", expect=2, timeout=60)
-    assert "[mean] unknown key 'wat'" in _error_line(done.stderr)
+    assert "[collectives] unknown key 'wat'" in _error_line(done.stderr)
 
 
 @pytest.mark.mpi
 def test_failure_on_one_rank_aborts_all(mpirun, tmp_path: Path) -> None:
-    mean_only = 'format = "hpcq-job"\nversion = 1\n[mean]\ncompressors = ["bf16"]\nd = 100\n'
+    mean_only = HEAD + '[collectives]\ncompressors = ["bf16"]\nsizes = "7"\n'
     (tmp_path / "tiny.toml").write_text(mean_only)
     done = mpirun(2, str(tmp_path / "tiny.toml"), payload="fail_on_one_rank.py", expect=None,
                   timeout=60)

@@ -29,20 +29,74 @@ class Bench(NamedTuple):
 BENCHES: Registry[Bench] = Registry("benchmark")
 
 
-class Progress:
-    """Progress lines ``case 3/12 LABEL ... 4 s, eta 40 s`` (one per completed case)."""
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
-    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+
+class Progress:
+    """Progress of a run on stderr: cases done/total, time spent and estimated time left.
+
+    On a terminal one live line is redrawn (``\\r``) with a bar; otherwise (a log
+    file, a pipe, a batch job) one plain line per completed case:
+    ``case 3/12 LABEL: 4 s, eta 40 s``.
+
+    Parameters
+    ----------
+    total : int
+        Number of cases.
+    stream : text stream, optional
+        Where to write (default ``sys.stderr``).
+    weights : sequence of float, optional
+        Relative cost of each case, in the order they complete (e.g. proportional
+        to their size); the estimate assumes equal cases without them.
+    """
+
+    WIDTH = 20
+
+    def __init__(
+        self, total: int, stream: TextIO | None = None, *, weights: Sequence[float] | None = None
+    ) -> None:
         self.total, self.done, self.stream = total, 0, stream or sys.stderr
+        self.weights = list(weights) if weights is not None and len(weights) == total else None
         self.start = time.perf_counter()
+        isatty = getattr(self.stream, "isatty", None)
+        self.live = bool(isatty and isatty())
+        self._width = 0
+
+    def eta(self, spent: float) -> float:
+        """Estimated seconds left after ``self.done`` cases took ``spent`` seconds."""
+        if self.done <= 0:
+            return 0.0
+        if self.weights is None:
+            return spent / self.done * max(self.total - self.done, 0)
+        done = sum(self.weights[: self.done])
+        return spent / done * sum(self.weights[self.done :]) if done > 0 else 0.0
 
     def __call__(self, label: str) -> None:
-        """Count one more completed case called ``label`` and print its line."""
+        """Count one more completed case called ``label`` and report it."""
         self.done += 1
         spent = time.perf_counter() - self.start
-        eta = spent / self.done * max(self.total - self.done, 0)
-        print(f"case {self.done}/{self.total} {label} ... {spent:.0f} s, eta {eta:.0f} s",
-              file=self.stream, flush=True)
+        left = self.eta(spent)
+        timing = f"{_duration(spent)}, eta {_duration(left)}"
+        if not self.live:
+            print(f"case {self.done}/{self.total} {label}: {timing}", file=self.stream, flush=True)
+            return
+        filled = self.WIDTH * self.done // max(self.total, 1)
+        line = (
+            f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total} "
+            f"{timing}  {label}"
+        )
+        pad = max(self._width - len(line), 0)
+        self._width = len(line)
+        end = "\n" if self.done >= self.total else ""
+        self.stream.write(f"\r{line}{' ' * pad}{end}")
+        self.stream.flush()
 
 
 def _build(spec: str) -> Compressor:
@@ -53,8 +107,9 @@ def _build(spec: str) -> Compressor:
     return comp
 
 
-def resolve_compressors(specs: Sequence[str], *, skip_unavailable: bool
-                        ) -> tuple[list[tuple[str, Compressor]], list[str]]:
+def resolve_compressors(
+    specs: Sequence[str], *, skip_unavailable: bool
+) -> tuple[list[tuple[str, Compressor]], list[str]]:
     """Build the compressors of ``specs``.
 
     Parameters
@@ -97,4 +152,4 @@ def resolve_compressors(specs: Sequence[str], *, skip_unavailable: bool
 
 
 # Importing the benchmark modules registers them.
-from hpcq.bench import kernels  # noqa: E402,F401
+from hpcq.bench import collectives, kernels  # noqa: E402,F401

@@ -30,6 +30,8 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -37,7 +39,7 @@ import numpy as np
 from hpcq.bench import BENCHES, Bench, Progress, resolve_compressors
 from hpcq.bench.numpy_ref import fwht as numpy_fwht
 from hpcq.bench.numpy_ref import reference
-from hpcq.compressors import Compressor
+from hpcq.compressors import Compressor, compressor
 from hpcq.kernels import hadamard
 
 #: A useful spread: casts, 8..1-bit scalar quantizers, rotation, sparsifiers, vqSGD, DQ-GD's.
@@ -149,6 +151,77 @@ def measure(comp: Compressor, x: np.ndarray, *, repeats: int, warmup: int, seed:
     return attrs, data
 
 
+@dataclass(frozen=True)
+class KernelCase:
+    """One measurement of the kernels table: ``what`` is "memcpy", "fwht" or a compressor spec."""
+
+    what: str
+    d: int
+    repeats: int
+    warmup: int
+    seed: int
+    label_given: str = ""
+
+    @property
+    def kind(self) -> str:
+        """The result-file kind: ``kernels.memcpy``, ``kernels.fwht`` or ``kernels``."""
+        return f"kernels.{self.what}" if self.what in ("memcpy", "fwht") else "kernels"
+
+    @property
+    def label(self) -> str:
+        """``qsgd:bits=4 d=2^20``, ``memcpy d=2^20``."""
+        return f"{self.label_given or self.what} d=2^{self.d.bit_length() - 1}"
+
+    def params(self) -> dict[str, Any]:
+        """The identity of the case (its resume key)."""
+        return {"kind": self.kind, "what": self.what, "d": self.d, "repeats": self.repeats,
+                "warmup": self.warmup, "seed": self.seed}
+
+
+def expand(specs: Sequence[tuple[str, Compressor]], sizes: Sequence[int], *, repeats: int = 10,
+           warmup: int = 2, seed: int = 0) -> list[KernelCase]:
+    """The cases of a kernels table: per size, memcpy, the FWHT, then every compressor."""
+    out: list[KernelCase] = []
+    for d in sizes:
+        reps = repeats_for(d, repeats)
+        out += [KernelCase("memcpy", d, reps, warmup, seed), KernelCase("fwht", d, reps, warmup,
+                                                                         seed)]
+        out += [KernelCase(c.spec, d, reps, warmup, seed, label) for label, c in specs]
+    return out
+
+
+@lru_cache(maxsize=2)
+def _input(seed: int, d: int) -> np.ndarray:
+    # a prefix of one fixed stream (every size measures the same data), kept for the
+    # next case of the same size: drawing 2^24 normals costs more than some codecs
+    return np.random.default_rng(seed).standard_normal(d).astype(np.float32)
+
+
+def run_case(case: KernelCase, comp: Compressor | None = None, *, memcpy_gbs: float | None = None
+             ) -> tuple[dict[str, Any], dict[str, tuple[Any, str]], dict[str, Any]]:
+    """Measure one case: (attributes, datasets, table row).
+
+    ``comp`` is the compressor of a compressor case (built from ``case.what``
+    when not given); ``memcpy_gbs`` the memory-copy bandwidth of the same size,
+    for the rows' "x memcpy" ratios (None leaves them out).
+    """
+    d, reps = case.d, case.repeats
+    x = _input(case.seed, d)
+    if case.what == "memcpy":
+        dst = np.empty(d, dtype=np.float32)
+        np.copyto(dst, x)  # first touch of dst outside the timing
+        copy_s = _samples(lambda: np.copyto(dst, x), reps)
+        gbs = _gbs(d, copy_s)
+        return ({"d": d, "repeats": reps, "gbs_median": gbs[0]}, {"copy_s": (copy_s, "s")},
+                {"label": "memcpy (np.copyto)", "d": d, "enc": gbs})
+    if case.what == "fwht":
+        return _fwht_case(d, x, reps, memcpy_gbs)
+    comp = comp if comp is not None else compressor(case.what)
+    attrs, data = measure(comp, x, repeats=reps, warmup=case.warmup, seed=case.seed)
+    attrs["spec_given"] = case.label_given or case.what
+    return attrs, data, _row(attrs["spec_given"], d, attrs, data, memcpy_gbs)
+
+
 def run(specs: Sequence[tuple[str, Compressor]], sizes: Sequence[int], *, repeats: int = 10,
         warmup: int = 2, seed: int = 0, on_case: OnCase | None = None,
         progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
@@ -159,57 +232,43 @@ def run(specs: Sequence[tuple[str, Compressor]], sizes: Sequence[int], *, repeat
     ``len(sizes) * (len(specs) + 2)`` cases.  Rows: label, d, bits, nmse, encode/decode
     GB/s (median, min, max), their ratios to memcpy and to NumPy, first-call seconds.
     """
+    comps = {c.spec: c for _, c in specs}
     rows: list[dict[str, Any]] = []
-    full = np.random.default_rng(seed).standard_normal(max(sizes)).astype(np.float32)
-
-    def emit(kind: str, label: str, attrs: dict[str, Any],
-             data: dict[str, tuple[Any, str]]) -> None:
+    memcpy: dict[int, float] = {}
+    for case in expand(specs, sizes, repeats=repeats, warmup=warmup, seed=seed):
+        attrs, data, row = run_case(case, comps.get(case.what), memcpy_gbs=memcpy.get(case.d))
+        if case.what == "memcpy":
+            memcpy[case.d] = row["enc"][0]
+        rows.append(row)
         if on_case is not None:
-            on_case(kind, label, attrs, data)
+            on_case(case.kind, case.label, attrs, data)
         if progress is not None:
-            progress(label)
-
-    for d in sizes:
-        x, dst = full[:d], np.empty(d, dtype=np.float32)
-        reps, log2 = repeats_for(d, repeats), d.bit_length() - 1
-        np.copyto(dst, x)  # first touch of dst outside the timing
-        copy_s = _samples(lambda: np.copyto(dst, x), reps)  # noqa: B023 - called right here
-        memcpy = _gbs(d, copy_s)
-        rows.append({"label": "memcpy (np.copyto)", "d": d, "enc": memcpy})
-        emit("kernels.memcpy", f"memcpy d=2^{log2}", {"d": d, "repeats": reps,
-             "gbs_median": memcpy[0]}, {"copy_s": (copy_s, "s")})
-        rows.append(_fwht_row(d, dst, reps, memcpy[0], emit))
-        for label, comp in specs:
-            attrs, data = measure(comp, x, repeats=reps, warmup=warmup, seed=seed)
-            attrs["spec_given"] = label
-            rows.append(_row(label, d, attrs, data, memcpy[0]))
-            emit("kernels", f"{label} d=2^{log2}", attrs, data)
+            progress(case.label)
     return rows
 
 
-def _fwht_row(d: int, buf: np.ndarray, reps: int, memcpy: float,
-              emit: Callable[[str, str, dict[str, Any], dict[str, tuple[Any, str]]], None],
-              ) -> dict[str, Any]:
+def _fwht_case(d: int, x: np.ndarray, reps: int, memcpy: float | None
+               ) -> tuple[dict[str, Any], dict[str, tuple[Any, str]], dict[str, Any]]:
     """Time the in-place FWHT of one block of ``d`` (orthonormal, so repeats stay bounded)."""
+    buf = x.copy()
     hadamard.fwht(buf)  # compile / load outside the timing
     own = _samples(lambda: hadamard.fwht(buf), reps)
     ref = _samples(lambda: numpy_fwht(buf.reshape(1, d)), max(1, min(reps, 3)))
-    emit("kernels.fwht", f"fwht d=2^{d.bit_length() - 1}", {"d": d, "repeats": reps},
-         {"fwht_s": (own, "s"), "numpy_fwht_s": (ref, "s")})
-    return {"label": "fwht (in place, 1 block)", "d": d, "enc": _gbs(d, own),
-            "enc_x_memcpy": _gbs(d, own)[0] / memcpy,
-            "enc_x_numpy": float(np.median(ref) / np.median(own))}
+    row = {"label": "fwht (in place, 1 block)", "d": d, "enc": _gbs(d, own),
+           "enc_x_memcpy": _gbs(d, own)[0] / memcpy if memcpy else None,
+           "enc_x_numpy": float(np.median(ref) / np.median(own))}
+    return {"d": d, "repeats": reps}, {"fwht_s": (own, "s"), "numpy_fwht_s": (ref, "s")}, row
 
 
 def _row(label: str, d: int, attrs: dict[str, Any], data: dict[str, tuple[Any, str]],
-         memcpy: float) -> dict[str, Any]:
+         memcpy: float | None) -> dict[str, Any]:
     row: dict[str, Any] = {"label": label, "d": d, "bits": attrs["bits_per_coordinate"],
                            "nmse": attrs["nmse"], "first": data["encode_first_s"][0]
                            + data["decode_first_s"][0]}
     for side in ("enc", "dec"):
         own = data[f"{'encode' if side == 'enc' else 'decode'}_s"][0]
         row[side] = _gbs(d, own)
-        row[f"{side}_x_memcpy"] = row[side][0] / memcpy
+        row[f"{side}_x_memcpy"] = row[side][0] / memcpy if memcpy else None
         ref = data.get(f"numpy_{'encode' if side == 'enc' else 'decode'}_s")
         row[f"{side}_x_numpy"] = (float(np.median(ref[0]) / np.median(own))
                                   if ref is not None else None)

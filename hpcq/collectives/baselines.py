@@ -41,10 +41,10 @@ def allreduce_mean(comm: Any, x: np.ndarray) -> tuple[np.ndarray, Stats]:
     """
     from mpi4py import MPI
 
+    t0 = MPI.Wtime()  # the output's allocation is part of the collective's cost
     p = comm.Get_size()
     x32 = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty_like(x32)
-    t0 = MPI.Wtime()
     comm.Allreduce([x32, MPI.FLOAT], [out, MPI.FLOAT], op=MPI.SUM)
     t1 = MPI.Wtime()
     out /= p
@@ -100,9 +100,9 @@ def allreduce_cast_mean(comm: Any, x: np.ndarray, kind: str) -> tuple[np.ndarray
 
     if kind not in LARGEST:
         raise ValueError(f"allreduce: unknown 16-bit format {kind!r}; valid: fp16, bf16")
+    t0 = MPI.Wtime()
     owner = f"allreduce-{kind}"
     p = comm.Get_size()
-    t0 = MPI.Wtime()
     words = to16(kind, x, owner)
     t1 = MPI.Wtime()
     out = np.empty_like(words)

@@ -21,7 +21,8 @@ allreduce keeps both).
 
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,55 +39,77 @@ from hpcq.compressors import Compressor
 from hpcq.feedback import ErrorFeedback
 
 
-def _phase1_messages(x: np.ndarray, comp: Compressor, bounds: np.ndarray,
+class _Plan(NamedTuple):
+    """What depends only on (codec, d, p): chunk offsets and fixed message lengths."""
+
+    bounds: tuple[int, ...]  # p + 1 chunk offsets
+    fixed: tuple[int, ...] | None  # wire length of each chunk's message; None: variable
+    width: int  # longest fixed message (the Alltoall block), 0 when variable
+
+
+@lru_cache(maxsize=64)
+def _plan(comp: Compressor, d: int, p: int) -> _Plan:
+    # cached: recomputing it costs microseconds per call, comparable to a small message
+    bounds = tuple(int(b) for b in chunk_bounds(d, p))
+    lengths = [comp.wire_bytes(bounds[j + 1] - bounds[j]) for j in range(p)]
+    if any(n is None for n in lengths):
+        return _Plan(bounds, None, 0)
+    fixed = tuple(int(n or 0) for n in lengths)
+    return _Plan(bounds, fixed, max(fixed))
+
+
+def _phase1_messages(x: np.ndarray, comp: Compressor, plan: _Plan,
                      feedback: ErrorFeedback | None, *, seed: int, step: int, rank: int
                      ) -> list[np.ndarray]:
     """Chunk j of ``x`` (compensated by ``feedback``) encoded for rank j, j = 0..p-1."""
-    p = bounds.shape[0] - 1
+    b = plan.bounds
+    p = len(b) - 1
     y = x if feedback is None else feedback.compensate(x)
-    msgs = [comp.encode(y[bounds[j]:bounds[j + 1]], seed=seed, step=step, rank=rank * p + j)
+    msgs = [comp.encode(y[b[j]:b[j + 1]], seed=seed, step=step, rank=rank * p + j)
             for j in range(p)]
+    if plan.fixed is not None:
+        for m, n in zip(msgs, plan.fixed, strict=True):
+            check_length(comp, m, n)
     if feedback is not None:  # the worker's error: what its p messages lose
         feedback.update(x, np.concatenate([comp.decode(m) for m in msgs]))
     return msgs
 
 
-def _exchange_layout(comm: Any, comp: Compressor, msgs: list[np.ndarray], bounds: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int | None]:
-    """(send buffer, send counts, recv counts, true recv lengths, padded length or None)."""
-    p = len(msgs)
-    lengths = np.array([m.shape[0] for m in msgs], dtype=np.int64)
-    sizes = np.diff(bounds)
-    fixed = [comp.wire_bytes(int(n)) for n in sizes]
-    if all(f is not None for f in fixed):
-        for m, f in zip(msgs, fixed, strict=True):
-            check_length(comp, m, f)
-        width = int(max(f for f in fixed if f is not None))
-        send = np.zeros(p * width, dtype=np.uint8)
+def _exchange_layout(comm: Any, msgs: list[np.ndarray], plan: _Plan
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """(send buffer, send counts, recv counts, true length of each received message)."""
+    p, rank = len(msgs), comm.Get_rank()
+    if plan.fixed is not None:
+        w = plan.width
+        send = np.empty(p * w, dtype=np.uint8)
         for j, m in enumerate(msgs):
-            send[j * width:j * width + m.shape[0]] = m
+            send[j * w:j * w + m.shape[0]] = m
+            send[j * w + m.shape[0]:(j + 1) * w] = 0  # padding, sliced off on receipt
         # every rank sends chunk `rank` the same length: the wire length of that chunk
-        own = int(fixed[comm.Get_rank()] or 0)
-        return send, np.full(p, width), np.full(p, width), np.full(p, own), width
+        counts = np.full(p, w, dtype=np.int64)
+        return send, counts, counts, [plan.fixed[rank]] * p
     from mpi4py import MPI
 
+    lengths = np.array([m.shape[0] for m in msgs], dtype=np.int64)
     recv_counts = np.empty(p, dtype=np.int64)
     comm.Alltoall([lengths, MPI.INT64_T], [recv_counts, MPI.INT64_T])
-    return np.concatenate(msgs), lengths, recv_counts, recv_counts, None
+    return np.concatenate(msgs), lengths, recv_counts, recv_counts.tolist()
 
 
 def _alltoall(comm: Any, send: np.ndarray, send_counts: np.ndarray, recv_counts: np.ndarray,
-              width: int | None, *, blocking: bool) -> tuple[np.ndarray, Any]:
+              plan: _Plan, *, blocking: bool) -> tuple[np.ndarray, Any]:
     """Phase 1's exchange: (received bytes, request or None when blocking)."""
     from mpi4py import MPI
 
-    recv = np.empty(int(recv_counts.sum()), dtype=np.uint8)
-    if width is not None:
+    p = send_counts.shape[0]
+    if plan.fixed is not None:
+        recv = np.empty(p * plan.width, dtype=np.uint8)
         args = ([send, MPI.BYTE], [recv, MPI.BYTE])
         if blocking:
             comm.Alltoall(*args)
             return recv, None
         return recv, comm.Ialltoall(*args)
+    recv = np.empty(int(recv_counts.sum()), dtype=np.uint8)
     sd = np.concatenate(([0], np.cumsum(send_counts)[:-1]))
     rd = np.concatenate(([0], np.cumsum(recv_counts)[:-1]))
     vargs = ([send, (send_counts, sd), MPI.BYTE], [recv, (recv_counts, rd), MPI.BYTE])
@@ -96,40 +119,47 @@ def _alltoall(comm: Any, send: np.ndarray, send_counts: np.ndarray, recv_counts:
     return recv, comm.Ialltoallv(*vargs)
 
 
-def _phase2(comm: Any, recv: np.ndarray, recv_counts: np.ndarray, lengths: np.ndarray,
-            comp: Compressor, bounds: np.ndarray, server: ErrorFeedback | None, stats: Stats,
+def _phase1_stats(t0: float, t1: float, t2: float, rank: int, send_counts: np.ndarray,
+                  recv_counts: np.ndarray) -> Stats:
+    sc, rc = send_counts.tolist(), recv_counts.tolist()
+    return Stats(t1 - t0, t2 - t1, 0.0, sum(sc) - sc[rank], sum(rc) - rc[rank])
+
+
+def _phase2(comm: Any, recv: np.ndarray, recv_counts: np.ndarray, lengths: list[int],
+            comp: Compressor, plan: _Plan, server: ErrorFeedback | None, stats: Stats,
             *, seed: int, step: int) -> np.ndarray:
     """Average this rank's chunk, re-compress it, allgather, decode all: the mean."""
     from mpi4py import MPI
 
     p, rank = comm.Get_size(), comm.Get_rank()
-    n_own = int(bounds[rank + 1] - bounds[rank])
+    b = plan.bounds
     t0 = MPI.Wtime()
-    starts = np.concatenate(([0], np.cumsum(recv_counts)))
-    parts = [recv[int(starts[i]):int(starts[i]) + int(lengths[i])] for i in range(p)]
-    chunk = average_messages(comp, parts, n_own)
+    parts, start = [], 0
+    for n, length in zip(recv_counts.tolist(), lengths, strict=True):
+        parts.append(recv[start:start + length])
+        start += n
+    chunk = average_messages(comp, parts, b[rank + 1] - b[rank])
     t1 = MPI.Wtime()
-    msg = encode_own(chunk, comp, server, seed=second_seed(seed), step=step, rank=p * p + rank)
+    msg = encode_own(chunk, comp, server, seed=second_seed(seed), step=step,
+                     rank=p * p + rank)
     t2 = MPI.Wtime()
-    fixed = [comp.wire_bytes(int(n)) for n in np.diff(bounds)]
-    if all(f is not None for f in fixed) and len(set(fixed)) == 1:
-        recv2, counts2, _ = _start(comm, msg, fixed[0], blocking=True)
-    else:  # chunk lengths differ by one entry, or the codec is variable: Allgatherv
-        recv2, counts2, _ = _start(comm, msg, None, blocking=True)
+    same = plan.fixed is not None and len(set(plan.fixed)) == 1
+    # equal chunk messages: Allgather; lengths that differ (d % p, or a variable codec): Allgatherv
+    recv2, counts2, _ = _start(comm, msg, plan.fixed[0] if same else None, blocking=True)
     t3 = MPI.Wtime()
-    mean = np.empty(int(bounds[-1]), dtype=np.float32)
+    mean = np.empty(b[-1], dtype=np.float32)
     for j, m in enumerate(split(recv2, counts2)):
         y = comp.decode(m)
-        if y.shape[0] != bounds[j + 1] - bounds[j]:
+        if y.shape[0] != b[j + 1] - b[j]:
             raise ValueError(f"two-phase: rank {j}'s chunk decodes to {y.shape[0]} entries, "
-                             f"expected {bounds[j + 1] - bounds[j]}")
-        mean[bounds[j]:bounds[j + 1]] = y
-    t4 = MPI.Wtime()
-    stats.decode_s += (t1 - t0) + (t4 - t3)
+                             f"expected {b[j + 1] - b[j]}")
+        mean[b[j]:b[j + 1]] = y
+    sent = int(msg.shape[0])
     stats.encode_s += t2 - t1
     stats.comm_s += t3 - t2
-    stats.bytes_sent += int(msg.shape[0])
-    stats.bytes_recv += int(counts2.sum()) - int(msg.shape[0])
+    stats.bytes_sent += sent
+    stats.bytes_recv += recv2.shape[0] - sent
+    stats.decode_s += (t1 - t0) + (MPI.Wtime() - t3)
     return mean
 
 
@@ -144,20 +174,17 @@ def itwo_phase_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0
     """
     from mpi4py import MPI
 
-    p, rank, d = comm.Get_size(), comm.Get_rank(), int(x.shape[0])
-    bounds = chunk_bounds(d, p)
     t0 = MPI.Wtime()
-    msgs = _phase1_messages(x, comp, bounds, feedback, seed=seed, step=step, rank=rank)
+    p, rank = comm.Get_size(), comm.Get_rank()
+    plan = _plan(comp, int(x.shape[0]), p)
+    msgs = _phase1_messages(x, comp, plan, feedback, seed=seed, step=step, rank=rank)
     t1 = MPI.Wtime()
-    send, send_counts, recv_counts, lengths, width = _exchange_layout(comm, comp, msgs, bounds)
-    recv, request = _alltoall(comm, send, send_counts, recv_counts, width, blocking=False)
-    t2 = MPI.Wtime()
-    own = int(send_counts[rank])
-    stats = Stats(t1 - t0, t2 - t1, 0.0, int(send_counts.sum()) - own,
-                  int(recv_counts.sum()) - int(recv_counts[rank]))
+    send, send_counts, recv_counts, lengths = _exchange_layout(comm, msgs, plan)
+    recv, request = _alltoall(comm, send, send_counts, recv_counts, plan, blocking=False)
+    stats = _phase1_stats(t0, t1, MPI.Wtime(), rank, send_counts, recv_counts)
 
     def finish(st: Stats) -> np.ndarray:
-        return _phase2(comm, recv, recv_counts, lengths, comp, bounds, server_feedback, st,
+        return _phase2(comm, recv, recv_counts, lengths, comp, plan, server_feedback, st,
                        seed=seed, step=step)
 
     return Pending([request], finish, stats, keep=(send, recv))
@@ -192,18 +219,15 @@ def two_phase_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0,
     """
     from mpi4py import MPI
 
-    p, rank, d = comm.Get_size(), comm.Get_rank(), int(x.shape[0])
-    bounds = chunk_bounds(d, p)
     t0 = MPI.Wtime()
-    msgs = _phase1_messages(x, comp, bounds, feedback, seed=seed, step=step, rank=rank)
+    p, rank = comm.Get_size(), comm.Get_rank()
+    plan = _plan(comp, int(x.shape[0]), p)
+    msgs = _phase1_messages(x, comp, plan, feedback, seed=seed, step=step, rank=rank)
     t1 = MPI.Wtime()
-    send, send_counts, recv_counts, lengths, width = _exchange_layout(comm, comp, msgs, bounds)
-    recv, _ = _alltoall(comm, send, send_counts, recv_counts, width, blocking=True)
-    t2 = MPI.Wtime()
-    own = int(send_counts[rank])
-    stats = Stats(t1 - t0, t2 - t1, 0.0, int(send_counts.sum()) - own,
-                  int(recv_counts.sum()) - int(recv_counts[rank]))
-    mean = _phase2(comm, recv, recv_counts, lengths, comp, bounds, server_feedback, stats,
+    send, send_counts, recv_counts, lengths = _exchange_layout(comm, msgs, plan)
+    recv, _ = _alltoall(comm, send, send_counts, recv_counts, plan, blocking=True)
+    stats = _phase1_stats(t0, t1, MPI.Wtime(), rank, send_counts, recv_counts)
+    mean = _phase2(comm, recv, recv_counts, lengths, comp, plan, server_feedback, stats,
                    seed=seed, step=step)
     return mean, stats
 

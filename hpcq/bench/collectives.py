@@ -1,0 +1,618 @@
+"""``hpcq bench collectives``: compressed means over MPI ranks, timed like OSU's osu_allreduce.
+
+Cases (:func:`expand`): for each size d (outer loop), each baseline scheme of
+:data:`hpcq.collectives.SCHEMES` (those with a fixed cast: ``allreduce-fp32/fp16/bf16``)
+once, then each compressed scheme with each compressor, in the order given.
+
+Measurement of one case (:func:`run_case`, every rank calls)
+-----------------------------------------------------------
+* Data: rank r holds ``rank_vector(seed, r, d)`` (float32); the exact mean is summed
+  in float64 (``Reduce`` to rank 0, untimed), with ``sum_i ||x_i||^2`` and, for the
+  casts' bound, ``a = sum_i |x_i|``.  Kept for the next case of the same (seed, d).
+* ``warmup`` untimed calls, then ``iterations`` timed ones (:func:`iterations_for`:
+  fewer above 2^20), every call preceded by ``comm.Barrier()``, with ``step`` = the
+  call's index (fresh randomness each call).  The scheme's :class:`~hpcq.collectives.Stats`
+  give encode / communicate / decode seconds (``MPI.Wtime``); ``MPI.Wtime`` around the
+  call gives its wall time, and the *harness overhead* is wall - ``total_s``: the
+  Python between and around the timed regions (calls, checks, allocation, returning).
+* Validation, untimed, after the timing (like OSU ``-c``): K more calls
+  (:func:`~hpcq.bench.guarantees.validation_draws`: 32 at small d, 4 from 2^18 on);
+  after each, every rank compares its mean bit for bit with rank 0's (``Bcast``, then
+  ``LAND``) and rank 0 computes the NMSE ``||mean - exact||^2 / ||exact||^2`` in
+  float64; ``nmse`` is their mean.  The guarantee ``nmse_bound`` of the scheme comes
+  from :mod:`hpcq.bench.guarantees`, which also derives the ``--check`` rule: with
+  ``check=True`` a case fails when the ranks disagree or the mean NMSE exceeds
+  ``min(4 b, max(1.5 b, b + 3 standard errors)) + 1e-12`` (``nmse_allowed``).
+
+Case written (kind ``collectives``)
+----------------------------------
+Datasets: ``encode_s``, ``comm_s``, ``decode_s``, ``total_s`` (= encode + comm +
+decode) and ``overhead_s`` of shape (nprocs, iterations), ``warmup_total_s``
+(nprocs, warmup), all in "s"; ``nmse_draws`` (K,) in "1" (one per validation call);
+``bytes_sent``, ``bytes_recv`` (nprocs,) in "bytes": each rank's mean over the timed
+calls of the payload bytes it hands to / gets from the collective (headers and scales
+included: they are in the messages; a message for all ranks counts once).
+
+Attributes: scheme, spec (canonical; the cast for a baseline), spec_given, d, log2_d,
+nprocs, iterations, warmup, seed, logical_bytes (4 d), wire_bytes_per_rank (mean of
+bytes_sent over ranks), bits_per_coordinate (8 wire / d); latency_avg_s,
+latency_min_s, latency_max_s (of ``total_s`` over ranks and calls), latency_p50_s,
+latency_p99_s (percentiles over calls of the slowest rank's ``total_s``: the time to
+complete the collective); encode_median_s, comm_median_s, decode_median_s (median
+over calls of the slowest rank's split); algbw_gbs (4 d / p50, 10^9 B/s), busbw_gbs
+(algbw * 2(p-1)/p, the nccl-tests allreduce convention); overhead_median_s (over
+ranks and calls), overhead_pct (of p50); nmse (mean of the K draws), nmse_std (their
+standard deviation), validation_draws (K), nmse_bound (absent: no guarantee),
+nmse_allowed, consistent, check ("pass", "fail", or "none" when not asked); x_fp32
+(p50 / the p50 of allreduce-fp32 at the same d, when that ran earlier in this
+process); and ``compressor.*`` (the codec's description).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from hpcq.bench import BENCHES, Bench, Progress, guarantees, resolve_compressors
+from hpcq.bench.kernels import compile_kernels, parse_sizes
+from hpcq.collectives import SCHEMES, chunk_bounds
+from hpcq.compressors import Compressor, compressor
+
+DEFAULT_SPECS = ("qsgd:bits=8", "qsgd:bits=4", "qsgd:bits=2", "sign", "hadamard+sign:scale=drive")
+DEFAULT_SCHEMES = (
+    "allgather",
+    "two-phase",
+    "ps",
+    "allreduce-fp32",
+    "allreduce-fp16",
+    "allreduce-bf16",
+)
+DEFAULT_SIZES = "10:22:2"
+_BLOCK = 1 << 22  # elements per untimed validation message (bounds memory at large d)
+_FP32 = "allreduce-fp32"
+
+
+def rank_vector(seed: int, rank: int, d: int) -> np.ndarray:
+    """Rank ``rank``'s input: a part shared by all ranks plus its own part, both N(0, 1).
+
+    Gradients of data-parallel workers are correlated; a shared part keeps the
+    exact mean from shrinking towards 0 as ranks are added, so the NMSE of the
+    mean stays comparable across rank counts.
+    """
+    shared = np.random.default_rng([seed, 0]).standard_normal(d)
+    own = np.random.default_rng([seed, 1, rank]).standard_normal(d)
+    return (shared + own).astype(np.float32)
+
+
+@lru_cache(maxsize=64)
+def _compressor(spec: str) -> Compressor:
+    return compressor(spec)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One (scheme, compressor, size) measurement; ``spec`` is a baseline's cast for a baseline."""
+
+    scheme: str
+    spec: str
+    d: int
+    iterations: int
+    warmup: int
+    seed: int
+
+    @property
+    def baseline(self) -> bool:
+        """True for a scheme with a fixed cast (``allreduce-*``)."""
+        return SCHEMES.get(self.scheme).cast is not None
+
+    @property
+    def label(self) -> str:
+        """``allgather qsgd:bits=4 d=2^20``; a baseline without its spec."""
+        d = self.d
+        size = f"2^{d.bit_length() - 1}" if d > 0 and d & (d - 1) == 0 else str(d)
+        what = self.scheme if self.baseline else f"{self.scheme} {self.spec}"
+        return f"{what} d={size}"
+
+    def params(self) -> dict[str, Any]:
+        """The identity of the case (its resume key): the spec in canonical form."""
+        return {
+            "scheme": self.scheme,
+            "spec": _compressor(self.spec).spec,
+            "d": self.d,
+            "iterations": self.iterations,
+            "warmup": self.warmup,
+            "seed": self.seed,
+        }
+
+
+def iterations_for(d: int, iterations: int) -> int:
+    """Timed iterations at size ``d``: all up to 2^20, then fewer in proportion (at least 5)."""
+    return max(min(iterations, 5), min(iterations, iterations * (1 << 20) // max(d, 1)))
+
+
+def expand(
+    schemes: Sequence[str],
+    specs: Sequence[str],
+    sizes: Sequence[int],
+    *,
+    iterations: int,
+    warmup: int,
+    seed: int,
+    skip_unavailable: bool = False,
+) -> list[Case]:
+    """The cases: sizes outer; per size the baselines once, then compressed schemes x specs.
+
+    Raises ValueError (one line) for an unknown scheme (listing the valid ones), a
+    compressor spec that does not build, a scheme that cannot do a compressor, a
+    compressed scheme without compressors, or bad counts.
+    """
+    if iterations < 1 or warmup < 0 or seed < 0:
+        raise ValueError(
+            f"iterations must be >= 1, warmup >= 0 and seed >= 0 (got "
+            f"{iterations}, {warmup}, {seed})"
+        )
+    if not sizes or min(sizes) < 1:
+        raise ValueError("sizes must be a non-empty list of lengths >= 1")
+    chosen = [SCHEMES.get(name) for name in dict.fromkeys(schemes)]
+    if not chosen:
+        raise ValueError(f"no scheme given; valid: {', '.join(SCHEMES.names())}")
+    comps, _ = resolve_compressors(specs, skip_unavailable=skip_unavailable)
+    compressed = [s for s in chosen if s.cast is None]
+    if compressed and not comps:
+        raise ValueError(f"scheme {compressed[0].name} needs at least one compressor")
+    for s in compressed:
+        for _, c in comps:
+            s.check(c)
+    out: list[Case] = []
+    for d in sizes:
+        its = iterations_for(d, iterations)
+        out += [Case(s.name, str(s.cast), d, its, warmup, seed) for s in chosen if s.cast]
+        out += [Case(s.name, given, d, its, warmup, seed) for s in compressed for given, _ in comps]
+    return out
+
+
+def compile_for(cases: Sequence[Case], *, nprocs: int | None = None) -> float:
+    """Compile (or load from the numba cache) every kernel ``cases`` use; return the seconds.
+
+    Run it on one rank before the others start.  Covers every codec on the serial
+    kernels and, where a length reaches the parallel threshold, the parallel ones;
+    the 16-bit casts and sums of the fp16/bf16 baselines and ``ps-reduce``; and, with
+    ``nprocs``, the exact chunk lengths of ``two-phase`` (without it, the serial and
+    parallel paths still cover every chunk).
+    """
+    import numba
+
+    from hpcq.kernels import cast
+    from hpcq.kernels._config import PARALLEL_MIN_ELEMENTS
+
+    t0 = time.perf_counter()
+    comps: dict[str, Compressor] = {}
+    kinds: set[str] = set()
+    big = False
+    for c in cases:
+        scheme = SCHEMES.get(c.scheme)
+        comp = _compressor(c.spec)
+        comps.setdefault(comp.spec, comp)
+        kind = guarantees.cast_kind(c.scheme, comp)
+        if kind in ("fp16", "bf16"):
+            kinds.add(kind)
+        lengths = [c.d]
+        if scheme.name == "two-phase" and nprocs:
+            lengths = sorted({int(n) for n in np.diff(chunk_bounds(c.d, nprocs)) if n > 0})
+            for n in lengths:  # the exact (odd, short) chunk lengths, when cheap
+                if n < 1 << 16:
+                    comp.decode(comp.encode(np.ones(n, dtype=np.float32)))
+        big = big or max(lengths) >= PARALLEL_MIN_ELEMENTS
+    compile_kernels(list(comps.values()), [PARALLEL_MIN_ELEMENTS] if big else [])
+    lengths = [1000]
+    if big and numba.get_num_threads() > 1:
+        lengths.append(PARALLEL_MIN_ELEMENTS)
+    for kind in sorted(kinds):
+        for n in lengths:
+            words = np.zeros(n, dtype=np.uint16)
+            cast.sum16(kind, words, words.copy())
+    return time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------ measurement
+_inputs: dict[str, Any] = {}
+
+
+def _data(comm: Any, seed: int, d: int) -> dict[str, Any]:
+    """This rank's vector and (rank 0) the exact mean and the bounds' sums, kept per (seed, d).
+
+    The kept data are reused only for the same (seed, d) on the same group of
+    processes, and all ranks agree on it (a collective), so a rank never skips the
+    reductions the others enter.
+    """
+    from mpi4py import MPI
+
+    key = (seed, d, comm.Get_rank(), comm.Get_size())
+    group = comm.Get_group()
+    same = _inputs.get("key") == key and MPI.Group.Compare(_inputs["group"], group) == MPI.IDENT
+    if comm.allreduce(same, op=MPI.LAND):
+        group.Free()
+        return _inputs
+    if "group" in _inputs:
+        _inputs["group"].Free()
+    _inputs.clear()
+    _inputs["group"] = group
+    root = comm.Get_rank() == 0
+    x = rank_vector(seed, comm.Get_rank(), d)
+    exact = np.empty(d) if root else None
+    sq_norm = abs_sum = abs_sq = 0.0
+    part = np.empty(min(d, _BLOCK)) if root else None
+    for lo in range(0, d, _BLOCK):  # blockwise: no d-long float64 temporaries
+        blk = x[lo : lo + _BLOCK].astype(np.float64)
+        n = blk.shape[0]
+        sq_norm += float(np.dot(blk, blk))
+        comm.Reduce(blk, exact[lo : lo + n] if exact is not None else None, op=MPI.SUM, root=0)
+        np.abs(blk, out=blk)
+        comm.Reduce(blk, part[:n] if part is not None else None, op=MPI.SUM, root=0)
+        if part is not None:
+            abs_sum += float(part[:n].sum())
+            abs_sq += float(np.dot(part[:n], part[:n]))
+    if exact is not None:
+        exact /= comm.Get_size()
+    _inputs.update(key=key, x=x, exact=exact, sq_norm=sq_norm, abs_sum=abs_sum, abs_sq=abs_sq)
+    return _inputs
+
+
+def _timed(comm: Any, case: Case, x: np.ndarray, comp: Compressor | None) -> np.ndarray:
+    """Warm-up and timed calls: (n, 6) of encode, comm, decode, wall seconds, bytes sent, recv."""
+    from mpi4py import MPI
+
+    wtime, barrier, scheme = MPI.Wtime, comm.Barrier, SCHEMES.get(case.scheme)
+    seed, rows = case.seed, []
+    for step in range(case.warmup + case.iterations):
+        barrier()
+        t0 = wtime()
+        result = scheme(comm, x, comp, seed=seed, step=step)
+        t1 = wtime()
+        st = result[1]
+        rows.append((st.encode_s, st.comm_s, st.decode_s, t1 - t0, st.bytes_sent, st.bytes_recv))
+        result = None  # the mean is freed here, outside the timed region
+    return np.array(rows, dtype=np.float64)
+
+
+def _consistent(comm: Any, mean: np.ndarray) -> bool:
+    """Every rank holds rank 0's bits (blockwise ``Bcast``, then ``LAND``)."""
+    from mpi4py import MPI
+
+    root, same = comm.Get_rank() == 0, True
+    bits = mean.view(np.uint32)
+    buf = None if root else np.empty(min(bits.shape[0], _BLOCK), dtype=np.uint32)
+    for lo in range(0, bits.shape[0], _BLOCK):
+        mine = bits[lo : lo + _BLOCK]
+        if buf is None:
+            comm.Bcast(np.ascontiguousarray(mine), root=0)
+        else:
+            theirs = buf[: mine.shape[0]]
+            comm.Bcast(theirs, root=0)
+            same = same and bool(np.array_equal(mine, theirs))
+    return bool(comm.allreduce(same, op=MPI.LAND))
+
+
+def _nmse(mean: np.ndarray, exact: np.ndarray) -> float:
+    """``||mean - exact||^2 / ||exact||^2`` in float64, blockwise."""
+    err = ref = 0.0
+    for lo in range(0, exact.shape[0], _BLOCK):
+        e = exact[lo : lo + _BLOCK]
+        diff = mean[lo : lo + _BLOCK].astype(np.float64) - e
+        err += float(np.dot(diff, diff))
+        ref += float(np.dot(e, e))
+    return err / max(ref, 1e-300)
+
+
+def _validate(
+    comm: Any, case: Case, data: dict[str, Any], comp: Compressor | None
+) -> tuple[bool, list[float]]:
+    """K untimed calls: (every rank held rank 0's bits each time, rank 0's NMSE of each)."""
+    scheme, first = SCHEMES.get(case.scheme), case.warmup + case.iterations
+    consistent, draws = True, []
+    for step in range(first, first + guarantees.validation_draws(case.d)):
+        mean, _ = scheme(comm, data["x"], comp, seed=case.seed, step=step)
+        consistent = _consistent(comm, mean) and consistent
+        if data["exact"] is not None:
+            draws.append(_nmse(mean, data["exact"]))
+    return consistent, draws
+
+
+_fp32_p50: dict[tuple[int, int], float] = {}
+
+
+def run_case(
+    comm: Any, case: Case, *, check: bool = False
+) -> tuple[dict[str, Any], dict[str, tuple[Any, str]], dict[str, Any]] | None:
+    """Measure one case on every rank of ``comm``; rank 0 gets (attributes, datasets, row).
+
+    See the module docstring for what is measured and returned; other ranks get None.
+    """
+    scheme = SCHEMES.get(case.scheme)
+    comp = _compressor(case.spec)
+    run_comp = None if scheme.cast else comp
+    rank, p, d = comm.Get_rank(), comm.Get_size(), case.d
+    data = _data(comm, case.seed, d)
+    samples = _timed(comm, case, data["x"], run_comp)
+    consistent, draws = _validate(comm, case, data, run_comp)
+    gathered = comm.gather((samples, data["sq_norm"]), root=0)
+    if rank != 0:
+        return None
+    nmse = float(np.mean(draws))
+    allv = np.stack([g[0] for g in gathered])  # (nprocs, n, 6)
+    sq_norms = [g[1] for g in gathered]
+    mean_sq = float(np.dot(data["exact"], data["exact"]))
+    kind = guarantees.cast_kind(case.scheme, comp)
+    bound = (
+        guarantees.cast_bound(case.scheme, kind, p, d, data["abs_sum"], data["abs_sq"], mean_sq)
+        if kind is not None
+        else guarantees.codec_bound(case.scheme, comp, d, p, sq_norms, mean_sq)
+    )
+    limit = guarantees.allowed(bound, draws)
+    status = "none"
+    if check:
+        status = "pass" if consistent and (limit is None or nmse <= limit) else "fail"
+    w = case.warmup
+    timed, split = allv[:, w:, :], allv[:, w:, :3]
+    total = split.sum(axis=2)  # (nprocs, iterations)
+    overhead = timed[:, :, 3] - total
+    sent = timed[:, :, 4].mean(axis=1)
+    slowest = total.argmax(axis=0)  # per call, the rank that finished last
+    worst = total.max(axis=0)
+    p50, p99 = (float(v) for v in np.percentile(worst, [50, 99]))
+    parts = split[slowest, np.arange(total.shape[1]), :]
+    wire = float(sent.mean())
+    algbw = 4.0 * d / p50 / 1e9 if p50 > 0 else 0.0
+    if case.scheme == _FP32:
+        _fp32_p50[(d, p)] = p50
+    fp32 = _fp32_p50.get((d, p))
+    attrs: dict[str, Any] = {
+        "scheme": case.scheme,
+        "spec": comp.spec,
+        "spec_given": case.spec,
+        "d": d,
+        "log2_d": d.bit_length() - 1,
+        "nprocs": p,
+        "iterations": case.iterations,
+        "warmup": w,
+        "seed": case.seed,
+        "logical_bytes": 4 * d,
+        "wire_bytes_per_rank": wire,
+        "bits_per_coordinate": 8.0 * wire / d,
+        "latency_avg_s": float(total.mean()),
+        "latency_min_s": float(total.min()),
+        "latency_max_s": float(total.max()),
+        "latency_p50_s": p50,
+        "latency_p99_s": p99,
+        **{
+            f"{k}_median_s": float(np.median(parts[:, i]))
+            for i, k in enumerate(("encode", "comm", "decode"))
+        },
+        "algbw_gbs": algbw,
+        "busbw_gbs": algbw * 2 * (p - 1) / p,
+        "overhead_median_s": float(np.median(overhead)),
+        "overhead_pct": 100.0 * float(np.median(overhead)) / p50 if p50 > 0 else 0.0,
+        "nmse": nmse,
+        "nmse_std": float(np.std(draws, ddof=1)) if len(draws) > 1 else 0.0,
+        "validation_draws": len(draws),
+        "nmse_bound": bound,
+        "nmse_allowed": limit,
+        "consistent": consistent,
+        "check": status,
+        "x_fp32": p50 / fp32 if fp32 else None,
+        "compressor": comp.describe(),
+    }
+    datasets: dict[str, tuple[Any, str]] = {
+        "encode_s": (split[:, :, 0], "s"),
+        "comm_s": (split[:, :, 1], "s"),
+        "decode_s": (split[:, :, 2], "s"),
+        "total_s": (total, "s"),
+        "overhead_s": (overhead, "s"),
+        "warmup_total_s": (allv[:, :w, :3].sum(axis=2), "s"),
+        "nmse_draws": (np.array(draws), "1"),
+        "bytes_sent": (sent, "bytes"),
+        "bytes_recv": (timed[:, :, 5].mean(axis=1), "bytes"),
+    }
+    row = {k: v for k, v in attrs.items() if k != "compressor"}
+    row["label"] = case.scheme if scheme.cast else f"{case.scheme} {case.spec}"
+    return attrs, datasets, row
+
+
+# ------------------------------------------------------------------ table
+LEGEND = (
+    "# p50/p99: percentiles over calls of the slowest rank's time (the time to complete "
+    "the collective),\n# max: over ranks and calls, all in us; enc/comm/dec: median over "
+    "calls of the slowest rank's split;\n# busbw: 4d/p50 * 2(p-1)/p GB/s (nccl-tests "
+    "allreduce convention); x fp32: p50 / p50 of allreduce-fp32;\n# NMSE vs the exact "
+    "float64 mean, bound: its guarantee (- none); ovh%: harness overhead / p50"
+)
+
+
+def _us(seconds: float, width: int) -> str:
+    """Microseconds in ``width`` columns: one decimal below 10^4 us, none above."""
+    us = 1e6 * seconds
+    return f"{us:>{width}.1f}" if us < 1e4 else f"{us:>{width}.0f}"
+
+
+def format_table(rows: Sequence[dict[str, Any]], *, nprocs: int) -> str:
+    """The rows of :func:`run_case` as OSU-like aligned text (120 columns): a block per size."""
+    fp32 = {r["d"]: r["latency_p50_s"] for r in rows if r["scheme"] == _FP32}
+    name = 28
+    head = (
+        f"{'# scheme compressor':<{name}}{'bits/c':>6}{'p50':>8}{'p99':>8}{'max':>8}{'enc':>8}"
+        f"{'comm':>8}{'dec':>8}{'busbw':>7}{'x fp32':>7}{'NMSE':>9}{'bound':>9}{'ovh%':>6}"
+    )
+    lines = [f"# hpcq bench collectives: mean of d float32 over {nprocs} rank(s)", LEGEND]
+    for d in sorted({r["d"] for r in rows}):
+        block = [r for r in rows if r["d"] == d]
+        lines += [
+            "",
+            f"# d = {d} ({4 * d} bytes fp32), {block[0]['iterations']} timed calls "
+            f"(+{block[0]['warmup']} warm-up)",
+            head,
+        ]
+        for r in block:
+            ref = fp32.get(d)
+            x = f"{r['latency_p50_s'] / ref:7.2f}" if ref else f"{'-':>7}"
+            bound = f"{r['nmse_bound']:9.1e}" if r["nmse_bound"] is not None else f"{'-':>9}"
+            flag = "" if r["consistent"] else "  INCONSISTENT"
+            flag += "  CHECK FAILED" if r["check"] == "fail" else ""
+            label = r["label"]
+            if len(label) >= name:  # a long spec gets its own line rather than being cut
+                lines.append(label)
+                label = ""
+            times = "".join(
+                _us(r[k], 8)
+                for k in (
+                    "latency_p50_s",
+                    "latency_p99_s",
+                    "latency_max_s",
+                    "encode_median_s",
+                    "comm_median_s",
+                    "decode_median_s",
+                )
+            )
+            lines.append(
+                f"{label:<{name}}{r['bits_per_coordinate']:>6.3g}{times}"
+                f"{r['busbw_gbs']:>7.2f}{x}{r['nmse']:>9.1e}{bound}{r['overhead_pct']:>6.1f}"
+                f"{flag}"
+            )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ command line
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``hpcq bench collectives``."""
+    p.add_argument(
+        "--sizes",
+        default=DEFAULT_SIZES,
+        help=f"log2 vector lengths, LO:HI[:STEP] inclusive or a comma list "
+        f"(default {DEFAULT_SIZES}; up to 30, e.g. 10:26)",
+    )
+    p.add_argument(
+        "--compressors",
+        nargs="+",
+        metavar="SPEC",
+        help=f"compressor specs (default: {' '.join(DEFAULT_SPECS)})",
+    )
+    p.add_argument(
+        "--schemes",
+        nargs="+",
+        metavar="NAME",
+        help=f"schemes: {', '.join(SCHEMES.names())} (default: {' '.join(DEFAULT_SCHEMES)})",
+    )
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=100,
+        help="timed calls per case; fewer above d=2^20 (default 100)",
+    )
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the input vectors and codecs")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="fail (exit 1) if a case's NMSE exceeds its guarantee or ranks disagree",
+    )
+    p.add_argument("-o", "--output", metavar="FILE.h5", help="write the results to this file")
+    p.add_argument("--append", action="store_true", help="add to an existing output file")
+
+
+def cost(case: Case) -> float:
+    """Rough relative run time of a case (for :class:`~hpcq.bench.Progress` weights)."""
+    return (case.iterations + case.warmup + 1) * (case.d + 20_000.0)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``hpcq bench collectives`` (on ``MPI.COMM_WORLD``)."""
+    from mpi4py import MPI
+
+    from hpcq import provenance
+    from hpcq.collectives import idle_barrier
+    from hpcq.runner import CheckFailed, JobError
+
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    prov = (
+        provenance.collect(comm, command_line=getattr(args, "command_line", None))
+        if args.output
+        else None
+    )
+    store = None
+
+    def prepare() -> tuple[list[Case], list[str]]:
+        nonlocal store
+        specs = args.compressors or DEFAULT_SPECS
+        _, notes = resolve_compressors(specs, skip_unavailable=args.compressors is None)
+        cases = expand(
+            args.schemes or DEFAULT_SCHEMES,
+            specs,
+            parse_sizes(args.sizes),
+            iterations=args.iterations,
+            warmup=args.warmup,
+            seed=args.seed,
+            skip_unavailable=args.compressors is None,
+        )
+        if args.output:
+            from hpcq.store import ResultFile
+
+            store = ResultFile(args.output, prov or {}, append=args.append)
+        return cases, notes
+
+    result: Any = None
+    if rank == 0:
+        try:
+            result = (prepare(), None)
+        except (ValueError, OSError) as e:
+            result = (None, " ".join(str(e).split()))
+    value, err = comm.bcast(result, root=0)
+    if err is not None:
+        raise JobError(err)
+    cases, notes = value
+    if rank == 0:
+        for note in notes:
+            print(f"hpcq: note: {note}", file=sys.stderr)
+        seconds = compile_for(cases, nprocs=comm.Get_size())
+        print(f"hpcq: kernels ready in {seconds:.1f} s", file=sys.stderr, flush=True)
+    idle_barrier(comm)  # the others sleep while rank 0 compiles, then load from the cache
+    if rank != 0:
+        compile_for(cases, nprocs=comm.Get_size())
+    progress = Progress(len(cases), weights=[cost(c) for c in cases]) if rank == 0 else None
+    rows, failed = [], []
+    for case in cases:
+        out = run_case(comm, case, check=args.check)
+        if out is None:
+            continue
+        attrs, data, row = out
+        rows.append(row)
+        if store is not None:
+            store.write_case("collectives", case.label, attrs, data)
+        if attrs["check"] == "fail":
+            failed.append(case.label)
+        if progress is not None:
+            progress(case.label)
+    if rank == 0:
+        print(format_table(rows, nprocs=comm.Get_size()), flush=True)
+        if store is not None:
+            store.close()
+            print(f"# results written to {args.output}", flush=True)
+    failed = comm.bcast(failed, root=0)
+    if failed:
+        where = f"; the results are in {args.output}" if args.output else ""
+        raise CheckFailed(
+            f"check failed (NMSE above its guarantee, or ranks disagree) for: "
+            f"{'; '.join(failed)}{where}"
+        )
+    return 0
+
+
+BENCHES.register("collectives")(
+    Bench("compressed means over MPI ranks (OSU-style)", add_arguments, main)
+)
