@@ -131,6 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
              "the parallel kernels are compiled too when numba has > 1 thread (default 10)"))
 def cmd_warmup(args: argparse.Namespace) -> int:
     import numba
+    import numpy as np
 
     from hpcq.bench import kernels, resolve_compressors
     from hpcq.runner import read_job
@@ -144,6 +145,12 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"hpcq: note: {note}", file=sys.stderr)
     seconds = kernels.compile_kernels([c for _, c in comps], kernels.parse_sizes(args.sizes))
+    # the 16-bit sums of the fp16/bf16 baselines and ps-reduce are kernels too
+    from hpcq.kernels import cast
+
+    words = np.zeros(1000, dtype=np.uint16)
+    for kind in ("fp16", "bf16"):
+        cast.sum16(kind, words, words.copy())
     cache = os.environ.get("NUMBA_CACHE_DIR") or "beside the installed kernels (__pycache__)"
     print(f"hpcq: {len(comps)} compressors ready in {seconds:.1f} s "
           f"({numba.get_num_threads()} numba threads; cache {cache})")
@@ -161,7 +168,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"python {sys.version.split()[0]} ({sys.executable})")
     print("dependencies", provenance.software_dependencies().replace(";", " "))
     print(f"mpi4py built for MPI {'.'.join(map(str, MPI.Get_version()))}: "
-          f"{MPI.Get_library_version().splitlines()[0].strip()}")
+          f"{MPI.Get_library_version().replace(chr(0), '').splitlines()[0].strip()}")
     print(f"MPI ranks in this launch: {MPI.COMM_WORLD.Get_size()}")
     layer = numba.config.THREADING_LAYER  # type: ignore[attr-defined]
     print(f"numba threads {numba.get_num_threads()} (NUMBA_NUM_THREADS="

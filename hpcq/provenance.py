@@ -124,7 +124,8 @@ def collect(comm: Any, *, config_toml: str = "", command_line: list[str] | None 
         "date": now,
         "start_time": now,
         "softwareDependencies": software_dependencies(),
-        "mpi_library": MPI.Get_library_version().strip(),
+        # Open MPI pads its version string with NUL bytes, which HDF5 strings cannot hold
+        "mpi_library": MPI.Get_library_version().replace("\x00", "").strip(),
         "mpi_version": "{}.{}".format(*MPI.Get_version()),
         "nprocs": int(comm.Get_size()),
         "hostnames": hosts,

@@ -312,6 +312,9 @@ def _run_cases(comm: Any, job: Job, cases: Sequence[Case], store: Any, progress:
                 progress(c.label)
                 if attrs.get("check") == "fail":
                     failed.append(c.label)
+            # the others sleep while rank 0 writes: spinning in the next case's first
+            # collective would compete with the file system's work for the cores
+            idle_barrier(comm)
         if rank == 0:
             print(collectives.format_table(rows, nprocs=comm.Get_size()), flush=True)
     return failed

@@ -119,6 +119,11 @@ def _write_attrs(obj: h5py.Group, attrs: Mapping[str, Any]) -> None:
     for key, value in _flatten(attrs).items():
         if value is None:
             continue  # HDF5 has no null; an absent attribute means "not applicable"
+        strings = [value] if isinstance(value, str) else value if isinstance(
+            value, (list, tuple)) else []
+        if any(isinstance(v, str) and "\x00" in v for v in strings):
+            raise ValueError(f"attribute {key!r} holds a NUL character, which HDF5 strings "
+                             f"cannot store: {str(value)[:80]!r}")
         if isinstance(value, (list, tuple)):
             if all(isinstance(v, str) for v in value) and value:
                 value = np.array(value, dtype=h5py.string_dtype())

@@ -440,3 +440,33 @@ def test_rejects_foreign_and_newer_files(tmp_path: Path) -> None:
     assert [c["label"] for c in read_cases(minor)] == ["first", "second"]
     with pytest.raises(ValueError, match="schema 1.9.0; this hpcq writes 1.1.0"):
         ResultFile(minor, PROV, append=True)
+
+
+def test_nul_in_an_attribute_is_a_clear_error(tmp_path: Path) -> None:
+    from hpcq.store import ResultFile
+
+    with pytest.raises(ValueError, match="attribute 'mpi_library' holds a NUL"):
+        ResultFile(tmp_path / "r.h5", {"software": "hpcq", "mpi_library": "Open MPI\x00\x00"})
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_reads_the_1_1_0_fixture() -> None:
+    """A file written by `hpcq run tests/fixtures/results-1.1.0.toml` on 2 ranks stays readable."""
+    import json
+
+    from hpcq.store import completed_keys, read_attrs
+
+    path = FIXTURES / "results-1.1.0.h5"
+    attrs = read_attrs(path)
+    assert attrs["hpcq_format"] == "1.1.0" and attrs["nprocs"] == 2
+    assert attrs["config_toml"] == (FIXTURES / "results-1.1.0.toml").read_text()
+    cases = read_cases(path)
+    assert len(cases) == 16 and len(completed_keys(path)) == 16
+    coll = [c for c in cases if c["kind"] == "collectives"]
+    assert len(coll) == 10 and {c["sweep.job.seed"] for c in coll} == {0, 1}
+    for c in coll:
+        assert c["total_s"].shape == (2, 3) and c["units"]["total_s"] == "s"
+        assert c["check"] == "pass" and c["consistent"]
+        key = json.loads(c["case_key"])
+        assert key["scheme"] == c["scheme"] and key["d"] == 1024
+    assert [c["scheme"] for c in coll[:3]] == ["allreduce-fp32", "allgather", "allgather"]
