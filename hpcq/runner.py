@@ -63,12 +63,29 @@ def _key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _sizes_specs(where: str, sizes: str, compressors: Sequence[str], skip: bool,
+                 notes: list[str]) -> tuple[list[int], list[tuple[str, Any]]]:
+    """A table's sizes and compressors, errors naming ``where``; skip notes added to ``notes``."""
+    from hpcq.bench import kernels, resolve_compressors
+
+    try:
+        lengths = kernels.parse_sizes(sizes)
+    except ValueError as e:
+        raise JobError(f"{where} sizes: {e}") from None
+    try:
+        specs, skipped = resolve_compressors(compressors, skip_unavailable=skip)
+    except ValueError as e:
+        raise JobError(f"{where} compressors: {e}") from None
+    notes += [n for n in skipped if n not in notes]
+    return lengths, specs
+
+
 def expand_job(job: Job) -> tuple[list[Case], list[str]]:
     """The job's cases (sweep expanded, duplicates dropped) and notes on skipped compressors.
 
     Raises :class:`JobError` naming the table and key of anything invalid.
     """
-    from hpcq.bench import collectives, kernels, resolve_compressors
+    from hpcq.bench import collectives, kernels
 
     cases: dict[str, Case] = {}
     notes: list[str] = []
@@ -77,15 +94,7 @@ def expand_job(job: Job) -> tuple[list[Case], list[str]]:
         seed = j.job.seed
         if j.kernels is not None:
             k = j.kernels
-            try:
-                sizes = kernels.parse_sizes(k.sizes)
-            except ValueError as e:
-                raise JobError(f"{source}: [kernels] sizes: {e}") from None
-            try:
-                specs, skipped = resolve_compressors(k.compressors, skip_unavailable=skip)
-            except ValueError as e:
-                raise JobError(f"{source}: [kernels] compressors: {e}") from None
-            notes += [n for n in skipped if n not in notes]
+            sizes, specs = _sizes_specs(f"{source}: [kernels]", k.sizes, k.compressors, skip, notes)
             for kc in kernels.expand(specs, sizes, repeats=k.repeats, warmup=k.warmup,
                                      seed=seed):
                 params = {**kc.params(), "threads": k.threads}
@@ -93,18 +102,13 @@ def expand_job(job: Job) -> tuple[list[Case], list[str]]:
         for i, c in enumerate(j.collectives):
             where = f"{source}: [collectives]" + (f" block {i + 1}" if len(j.collectives) > 1
                                                   else "")
+            sizes, specs = _sizes_specs(where, c.sizes, c.compressors, skip, notes)
             try:
-                sizes = kernels.parse_sizes(c.sizes)
-            except ValueError as e:
-                raise JobError(f"{where} sizes: {e}") from None
-            try:
-                specs, skipped = resolve_compressors(c.compressors, skip_unavailable=skip)
-                notes += [n for n in skipped if n not in notes]
                 expanded = collectives.expand(c.schemes, [label for label, _ in specs], sizes,
                                               iterations=c.iterations, warmup=c.warmup,
                                               seed=seed)
             except ValueError as e:
-                raise JobError(f"{where} compressors/schemes: {e}") from None
+                raise JobError(f"{where} schemes: {e}") from None
             for cc in expanded:
                 params = {"kind": "collectives", **cc.params(), "check": c.check}
                 cases.setdefault(_key(params), Case("collectives", cc.label, _key(params), cc,

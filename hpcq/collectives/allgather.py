@@ -10,7 +10,7 @@ and averages them in rank order, so every rank holds the same bits.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -77,6 +77,39 @@ def _start(comm: Any, msg: np.ndarray, fixed: int | None, *, blocking: bool
     return recv, counts, comm.Iallgatherv([msg, MPI.BYTE], spec)
 
 
+class _Exchange(NamedTuple):
+    """An allgather started (or done): its request, stats so far, and how to finish it."""
+
+    request: Any  # None when blocking
+    stats: Stats
+    finish: Callable[[Stats], np.ndarray]
+    keep: tuple[Any, ...]
+
+
+def _exchange(comm: Any, x: np.ndarray, comp: Compressor, feedback: ErrorFeedback | None, *,
+              seed: int, step: int, blocking: bool) -> _Exchange:
+    """Encode this rank's message and exchange it (or post the exchange)."""
+    from mpi4py import MPI
+
+    t0 = MPI.Wtime()
+    rank, d = comm.Get_rank(), int(x.shape[0])
+    msg = encode_own(x, comp, feedback, seed=seed, step=step, rank=rank)
+    t1 = MPI.Wtime()
+    fixed = comp.wire_bytes(d)
+    check_length(comp, msg, fixed)
+    recv, counts, request = _start(comm, msg, fixed, blocking=blocking)
+    sent = int(msg.shape[0])
+    stats = Stats(t1 - t0, MPI.Wtime() - t1, 0.0, sent, recv.shape[0] - sent)
+
+    def finish(st: Stats) -> np.ndarray:
+        t = MPI.Wtime()
+        mean = average_messages(comp, split(recv, counts), d)
+        st.decode_s += MPI.Wtime() - t
+        return mean
+
+    return _Exchange(request, stats, finish, (msg, recv))
+
+
 def allgather_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0,
                    step: int = 0, feedback: ErrorFeedback | None = None
                    ) -> tuple[np.ndarray, Stats]:
@@ -103,21 +136,8 @@ def allgather_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0,
     stats : Stats
         Encode, communicate and decode seconds and bytes of this rank.
     """
-    from mpi4py import MPI
-
-    t0 = MPI.Wtime()
-    rank, d = comm.Get_rank(), int(x.shape[0])
-    msg = encode_own(x, comp, feedback, seed=seed, step=step, rank=rank)
-    t1 = MPI.Wtime()
-    fixed = comp.wire_bytes(d)
-    check_length(comp, msg, fixed)
-    recv, counts, _ = _start(comm, msg, fixed, blocking=True)
-    t2 = MPI.Wtime()
-    mean = average_messages(comp, split(recv, counts), d)
-    sent = int(msg.shape[0])
-    stats = Stats(t1 - t0, t2 - t1, 0.0, sent, recv.shape[0] - sent)
-    stats.decode_s = MPI.Wtime() - t2
-    return mean, stats
+    ex = _exchange(comm, x, comp, feedback, seed=seed, step=step, blocking=True)
+    return ex.finish(ex.stats), ex.stats
 
 
 class Pending:
@@ -171,25 +191,8 @@ def iallgather_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0
     (posting, exchanging lengths, waiting), so the overlap shows as a small
     ``comm_s`` when the caller computes before ``wait()``.
     """
-    from mpi4py import MPI
-
-    t0 = MPI.Wtime()
-    rank, d = comm.Get_rank(), int(x.shape[0])
-    msg = encode_own(x, comp, feedback, seed=seed, step=step, rank=rank)
-    t1 = MPI.Wtime()
-    fixed = comp.wire_bytes(d)
-    check_length(comp, msg, fixed)
-    recv, counts, request = _start(comm, msg, fixed, blocking=False)
-    sent = int(msg.shape[0])
-    stats = Stats(t1 - t0, MPI.Wtime() - t1, 0.0, sent, recv.shape[0] - sent)
-
-    def finish(st: Stats) -> np.ndarray:
-        t = MPI.Wtime()
-        mean = average_messages(comp, split(recv, counts), d)
-        st.decode_s += MPI.Wtime() - t
-        return mean
-
-    return Pending([request], finish, stats, keep=(msg, recv))
+    ex = _exchange(comm, x, comp, feedback, seed=seed, step=step, blocking=False)
+    return Pending([ex.request], ex.finish, ex.stats, keep=ex.keep)
 
 
 def _allgather_scheme(comm: Any, x: np.ndarray, comp: Compressor | None, *, seed: int,

@@ -119,23 +119,46 @@ def _alltoall(comm: Any, send: np.ndarray, send_counts: np.ndarray, recv_counts:
     return recv, comm.Ialltoallv(*vargs)
 
 
-def _phase1_stats(t0: float, t1: float, t2: float, rank: int, send_counts: np.ndarray,
-                  recv_counts: np.ndarray) -> Stats:
+class _Phase1(NamedTuple):
+    """Phase 1 posted or done: buffers, counts and the request (None when blocking)."""
+
+    plan: _Plan
+    send: np.ndarray
+    recv: np.ndarray
+    recv_counts: np.ndarray
+    lengths: list[int]
+    request: Any
+    stats: Stats
+
+
+def _phase1(comm: Any, x: np.ndarray, comp: Compressor, feedback: ErrorFeedback | None, *,
+            seed: int, step: int, blocking: bool) -> _Phase1:
+    """Encode the p chunks and exchange them (or post the exchange)."""
+    from mpi4py import MPI
+
+    t0 = MPI.Wtime()
+    p, rank = comm.Get_size(), comm.Get_rank()
+    plan = _plan(comp, int(x.shape[0]), p)
+    msgs = _phase1_messages(x, comp, plan, feedback, seed=seed, step=step, rank=rank)
+    t1 = MPI.Wtime()
+    send, send_counts, recv_counts, lengths = _exchange_layout(comm, msgs, plan)
+    recv, request = _alltoall(comm, send, send_counts, recv_counts, plan, blocking=blocking)
     sc, rc = send_counts.tolist(), recv_counts.tolist()
-    return Stats(t1 - t0, t2 - t1, 0.0, sum(sc) - sc[rank], sum(rc) - rc[rank])
+    stats = Stats(t1 - t0, MPI.Wtime() - t1, 0.0, sum(sc) - sc[rank], sum(rc) - rc[rank])
+    return _Phase1(plan, send, recv, recv_counts, lengths, request, stats)
 
 
-def _phase2(comm: Any, recv: np.ndarray, recv_counts: np.ndarray, lengths: list[int],
-            comp: Compressor, plan: _Plan, server: ErrorFeedback | None, stats: Stats,
-            *, seed: int, step: int) -> np.ndarray:
+def _phase2(comm: Any, ph: _Phase1, comp: Compressor, server: ErrorFeedback | None,
+            stats: Stats, *, seed: int, step: int) -> np.ndarray:
     """Average this rank's chunk, re-compress it, allgather, decode all: the mean."""
     from mpi4py import MPI
 
     p, rank = comm.Get_size(), comm.Get_rank()
+    plan, recv = ph.plan, ph.recv
     b = plan.bounds
     t0 = MPI.Wtime()
     parts, start = [], 0
-    for n, length in zip(recv_counts.tolist(), lengths, strict=True):
+    for n, length in zip(ph.recv_counts.tolist(), ph.lengths, strict=True):
         parts.append(recv[start:start + length])
         start += n
     chunk = average_messages(comp, parts, b[rank + 1] - b[rank])
@@ -172,22 +195,12 @@ def itwo_phase_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0
     A variable-length codec exchanges the p lengths with a blocking ``Alltoall``
     before posting.
     """
-    from mpi4py import MPI
-
-    t0 = MPI.Wtime()
-    p, rank = comm.Get_size(), comm.Get_rank()
-    plan = _plan(comp, int(x.shape[0]), p)
-    msgs = _phase1_messages(x, comp, plan, feedback, seed=seed, step=step, rank=rank)
-    t1 = MPI.Wtime()
-    send, send_counts, recv_counts, lengths = _exchange_layout(comm, msgs, plan)
-    recv, request = _alltoall(comm, send, send_counts, recv_counts, plan, blocking=False)
-    stats = _phase1_stats(t0, t1, MPI.Wtime(), rank, send_counts, recv_counts)
+    ph = _phase1(comm, x, comp, feedback, seed=seed, step=step, blocking=False)
 
     def finish(st: Stats) -> np.ndarray:
-        return _phase2(comm, recv, recv_counts, lengths, comp, plan, server_feedback, st,
-                       seed=seed, step=step)
+        return _phase2(comm, ph, comp, server_feedback, st, seed=seed, step=step)
 
-    return Pending([request], finish, stats, keep=(send, recv))
+    return Pending([ph.request], finish, ph.stats, keep=(ph.send, ph.recv))
 
 
 def two_phase_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0,
@@ -217,19 +230,9 @@ def two_phase_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0,
         Both phases' encode, communicate and decode seconds and bytes; the
         lengths exchange of a variable-length codec counts as communication.
     """
-    from mpi4py import MPI
-
-    t0 = MPI.Wtime()
-    p, rank = comm.Get_size(), comm.Get_rank()
-    plan = _plan(comp, int(x.shape[0]), p)
-    msgs = _phase1_messages(x, comp, plan, feedback, seed=seed, step=step, rank=rank)
-    t1 = MPI.Wtime()
-    send, send_counts, recv_counts, lengths = _exchange_layout(comm, msgs, plan)
-    recv, _ = _alltoall(comm, send, send_counts, recv_counts, plan, blocking=True)
-    stats = _phase1_stats(t0, t1, MPI.Wtime(), rank, send_counts, recv_counts)
-    mean = _phase2(comm, recv, recv_counts, lengths, comp, plan, server_feedback, stats,
-                   seed=seed, step=step)
-    return mean, stats
+    ph = _phase1(comm, x, comp, feedback, seed=seed, step=step, blocking=True)
+    mean = _phase2(comm, ph, comp, server_feedback, ph.stats, seed=seed, step=step)
+    return mean, ph.stats
 
 
 def _scheme(comm: Any, x: np.ndarray, comp: Compressor | None, *, seed: int,
