@@ -22,7 +22,6 @@ once; ``--resume`` skips the cases whose key the output file already holds.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -42,6 +41,7 @@ from hpcq.config import (
     read_job,
     variants,
 )
+from hpcq.store import case_key
 
 __all__ = ["Case", "CheckFailed", "CollectivesTable", "Job", "JobError", "JobTable",
            "KernelsTable", "expand_job", "parse_job", "parse_override", "read_job", "run_job",
@@ -57,10 +57,6 @@ class Case:
     bench: Any  # hpcq.bench.kernels.KernelCase or hpcq.bench.collectives.Case
     sweep: tuple[tuple[str, Any], ...] = ()
     check: bool = False
-
-
-def _key(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _sizes_specs(where: str, sizes: str, compressors: Sequence[str], skip: bool,
@@ -97,8 +93,8 @@ def expand_job(job: Job) -> tuple[list[Case], list[str]]:
             sizes, specs = _sizes_specs(f"{source}: [kernels]", k.sizes, k.compressors, skip, notes)
             for kc in kernels.expand(specs, sizes, repeats=k.repeats, warmup=k.warmup,
                                      seed=seed):
-                params = {**kc.params(), "threads": k.threads}
-                cases.setdefault(_key(params), Case(kc.kind, kc.label, _key(params), kc, point))
+                key = case_key({**kc.params(), "threads": k.threads})
+                cases.setdefault(key, Case(kc.kind, kc.label, key, kc, point))
         for i, c in enumerate(j.collectives):
             where = f"{source}: [collectives]" + (f" block {i + 1}" if len(j.collectives) > 1
                                                   else "")
@@ -110,9 +106,8 @@ def expand_job(job: Job) -> tuple[list[Case], list[str]]:
             except ValueError as e:
                 raise JobError(f"{where} schemes: {e}") from None
             for cc in expanded:
-                params = {"kind": "collectives", **cc.params(), "check": c.check}
-                cases.setdefault(_key(params), Case("collectives", cc.label, _key(params), cc,
-                                                    point, c.check))
+                key = case_key({"kind": "collectives", **cc.params(), "check": c.check})
+                cases.setdefault(key, Case("collectives", cc.label, key, cc, point, c.check))
     return list(cases.values()), notes
 
 
@@ -268,7 +263,7 @@ def _run_cases(comm: Any, job: Job, cases: Sequence[Case], store: Any, progress:
     """Compile, run every case, write each at once; return the labels of failed checks."""
     import numba
 
-    from hpcq.bench import collectives, kernels
+    from hpcq.bench import collectives, collectives_table, kernels
     from hpcq.collectives import idle_barrier
     from hpcq.compressors import compressor
 
@@ -320,7 +315,7 @@ def _run_cases(comm: Any, job: Job, cases: Sequence[Case], store: Any, progress:
             # collective would compete with the file system's work for the cores
             idle_barrier(comm)
         if rank == 0:
-            print(collectives.format_table(rows, nprocs=comm.Get_size()), flush=True)
+            print(collectives_table.format_table(rows, nprocs=comm.Get_size()), flush=True)
     return failed
 
 

@@ -521,6 +521,13 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def case_key(params: Mapping[str, Any]) -> str:
+    """The canonical key of a case: its defining parameters as sorted, compact JSON."""
+    import json
+
+    return json.dumps(dict(params), sort_keys=True, separators=(",", ":"), default=str)
+
+
 def completed_keys(path: str | Path) -> set[str]:
     """The ``case_key`` of every complete case in result file ``path`` (empty if it is missing).
 

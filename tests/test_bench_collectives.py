@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpcq.bench import Progress, guarantees
+from hpcq.bench import Progress, collectives_table, guarantees
 from hpcq.bench import collectives as bc
 from hpcq.collectives import SCHEMES
 from hpcq.store import read_cases
@@ -252,7 +252,7 @@ def test_format_table_has_every_case_and_the_fp32_ratio() -> None:
         for d in (1024, 2048)
         for s, c in (("allreduce-fp32", "fp32"), ("allgather", "sign"))
     ]
-    text = bc.format_table(rows, nprocs=1)
+    text = collectives_table.format_table(rows, nprocs=1)
     lines = text.splitlines()
     assert sum(line.startswith("allgather sign ") for line in lines) == 2
     assert "# d = 1024 " in text and "# d = 2048 " in text and "busbw" in text
