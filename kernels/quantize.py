@@ -284,8 +284,9 @@ def read_interval(scales, k, mode):  # type: ignore[no-untyped-def]
 
 
 @njit(**INLINE)
-def dequantize_run(codes, i0, n, lo, hi, nlev, width, buf, words, out):  # type: ignore[no-untyped-def]
-    """Decode ``out[i0:i0+n]`` (uint64 offsets); return how many codes exceed ``nlev - 1``."""
+def dequantize_run(codes, i0, n, lo, hi, nlev, width, buf, words, out, add):  # type: ignore[no-untyped-def]
+    """Decode into ``out[i0:i0+n]`` (uint64 offsets; added to it when ``add``); return how
+    many codes exceed ``nlev - 1``."""
     top = nlev - 1
     # near the subnormal range a float32 step loses bits: work scaled by 2^64, scale back once
     sc = 18446744073709551616.0 if max(abs(lo), abs(hi)) < 2.0**-60 else 1.0
@@ -295,17 +296,18 @@ def dequantize_run(codes, i0, n, lo, hi, nlev, width, buf, words, out):  # type:
     nfull = n - n % _U(BLOCK)
     for c0 in range(_U(0), nfull, _U(BLOCK)):  # a constant trip count for LLVM
         unpack_block(codes, (i0 + c0) >> _U(3), BLOCK, width, buf, words)
-        bad += _levels(buf, BLOCK, top, lv, out, i0 + c0)
+        bad += _levels(buf, BLOCK, top, lv, out, i0 + c0, add)
     if nfull < n:
         cnt = np.int64(n - nfull)
         unpack_block(codes, (i0 + nfull) >> _U(3), cnt, width, buf, words)
-        bad += _levels(buf, cnt, top, lv, out, i0 + nfull)
+        bad += _levels(buf, cnt, top, lv, out, i0 + nfull, add)
     return bad
 
 
 @njit(**INLINE)
-def _levels(buf, cnt, top, lv, out, o):  # type: ignore[no-untyped-def]
-    """out[o:o+cnt] = the levels of codes buf[:cnt]; return how many codes exceed ``top``.
+def _levels(buf, cnt, top, lv, out, o, add):  # type: ignore[no-untyped-def]
+    """out[o:o+cnt] = (or += when ``add``) the levels of codes buf[:cnt]; return how many
+    codes exceed ``top``.  ``add`` is loop-invariant: LLVM unswitches the loop on it.
 
     ``lv = (lo, hi, step, (nlev-1)/2, mid, unscale)``: ``((c - (nlev-1)/2) step + mid)
     unscale``, exactly 0 at the middle of a symmetric interval, and lo, hi at the ends.
@@ -316,12 +318,16 @@ def _levels(buf, cnt, top, lv, out, o):  # type: ignore[no-untyped-def]
         c = np.int32(buf[j])
         v = ((np.float32(c) - half) * step + mid) * unscale
         v = lo if c == 0 else v
-        out[o + j] = hi if c == top else v
+        v = hi if c == top else v
+        if add:
+            out[o + j] += v
+        else:
+            out[o + j] = v
         bad += c > top
     return bad
 
 
-def _decode_body(scales, codes, bucket, nlev, width, mode, nblk, out):  # type: ignore[no-untyped-def]
+def _decode_body(scales, codes, bucket, nlev, width, mode, nblk, out, add):  # type: ignore[no-untyped-def]
     """Decode in units of min(bucket, PIECE) entries, nblk runs of units in parallel."""
     n = out.shape[0]
     nb = (n + bucket - 1) // bucket
@@ -343,7 +349,7 @@ def _decode_body(scales, codes, bucket, nlev, width, mode, nblk, out):  # type: 
                     bad_scales += 1
                     lo, hi = 0.0, 0.0
                 bad_codes += dequantize_run(codes, _U(i0), _U(i1 - i0), lo, hi, nlev, width,
-                                            buf, words, out)
+                                            buf, words, out, add)
     return bad_scales, bad_codes
 
 
@@ -415,9 +421,12 @@ def quantize(x: np.ndarray, out: np.ndarray, *, bucket: int, nlev: int, mode: in
     return int(bad)
 
 
-def dequantize(payload: np.ndarray, n: int, *, bucket: int, nlev: int, mode: int) -> np.ndarray:
+def dequantize(payload: np.ndarray, n: int, *, bucket: int, nlev: int, mode: int,
+               out: np.ndarray | None = None, add: bool = False) -> np.ndarray:
     """Decode ``n`` float32 entries from a payload made by :func:`quantize`.
 
+    Into ``out`` when given (a float32 vector of ``n``; with ``add``, the values are
+    added to it, which saves a pass and a fresh array when averaging messages).
     ValueError if the payload has the wrong length, a scale that is not finite (or
     negative, or lo > hi), or a code above ``nlev - 1``.
     """
@@ -425,7 +434,7 @@ def dequantize(payload: np.ndarray, n: int, *, bucket: int, nlev: int, mode: int
     need = payload_nbytes(n, bucket, nlev, mode)
     if payload.dtype != np.uint8 or payload.shape != (need,):
         raise ValueError(f"payload must be {need} uint8 bytes for n={n}, got {payload.shape}")
-    out = np.empty(n, np.float32)
+    out = np.empty(n, np.float32) if out is None else out
     if n == 0:
         return out
     ns = n_scales(n, bucket, mode)
@@ -433,7 +442,8 @@ def dequantize(payload: np.ndarray, n: int, *, bucket: int, nlev: int, mode: int
     scales = payload[: 4 * ns].view(np.float32)
     par, nblk = blocks(n_buckets(n, bucket) * -(-b // PIECE), n)
     bad_scales, bad_codes = (_decode_par if par else _decode)(
-        scales, stream_views(payload[4 * ns :]), b, nlev, code_width(nlev), mode, nblk, out)
+        scales, stream_views(payload[4 * ns :]), b, nlev, code_width(nlev), mode, nblk, out,
+        bool(add))
     if bad_scales:
         raise ValueError(f"corrupted payload: {bad_scales} bucket scale(s) are not finite, "
                          f"negative or out of order")

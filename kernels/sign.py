@@ -113,7 +113,7 @@ def _finish(sums, n, bucket, mode, scales):  # type: ignore[no-untyped-def]
     return bad
 
 
-def _decode_body(scales, codes, bucket, nblk, out):  # type: ignore[no-untyped-def]
+def _decode_body(scales, codes, bucket, nblk, out, add):  # type: ignore[no-untyped-def]
     n = out.shape[0]
     ppb = (bucket + PIECE - 1) // PIECE
     unit = min(bucket, PIECE)
@@ -132,17 +132,21 @@ def _decode_body(scales, codes, bucket, nblk, out):  # type: ignore[no-untyped-d
                 s = np.float32(0.0)
             nfull = i0 + (i1 - i0) // BLOCK * BLOCK
             for c0 in range(i0, nfull, BLOCK):  # BLOCK passed literally: a constant for LLVM
-                _signs_block(codes, c0, BLOCK, s, buf, words, out)
+                _signs_block(codes, c0, BLOCK, s, buf, words, out, add)
             if nfull < i1:
-                _signs_block(codes, nfull, i1 - nfull, s, buf, words, out)
+                _signs_block(codes, nfull, i1 - nfull, s, buf, words, out, add)
     return bad
 
 
 @njit(**INLINE)
-def _signs_block(codes, c0, cnt, s, buf, words, out):  # type: ignore[no-untyped-def]
+def _signs_block(codes, c0, cnt, s, buf, words, out, add):  # type: ignore[no-untyped-def]
     unpack_block(codes, _U(c0 >> 3), cnt, 1, buf, words)
-    for j in range(_U(cnt)):
-        out[_U(c0) + j] = s if buf[j] else -s
+    for j in range(_U(cnt)):  # `add` is loop-invariant: LLVM unswitches the loop on it
+        v = s if buf[j] else -s
+        if add:
+            out[_U(c0) + j] += v
+        else:
+            out[_U(c0) + j] = v
 
 
 _encode, _encode_par = twins(_encode_body)
@@ -177,20 +181,25 @@ def sign_encode(x: np.ndarray, out: np.ndarray, *, bucket: int, mode: int) -> in
     return int(bad if ppb == 1 else _finish(sums, n, b, mode, scales))
 
 
-def sign_decode(payload: np.ndarray, n: int, *, bucket: int) -> np.ndarray:
-    """Decode ``n`` entries ``±scale``; ValueError for a negative or non-finite scale."""
+def sign_decode(payload: np.ndarray, n: int, *, bucket: int, out: np.ndarray | None = None,
+                add: bool = False) -> np.ndarray:
+    """Decode ``n`` entries ``±scale`` (into ``out``, or added to it with ``add``).
+
+    ValueError for a negative or non-finite scale.
+    """
     b = _layout(n, bucket, L1)
     need = payload_nbytes(n, bucket)
     if payload.dtype != np.uint8 or payload.shape != (need,):
         raise ValueError(f"payload must be {need} uint8 bytes for n={n}, got {payload.shape}")
-    out = np.empty(n, np.float32)
+    out = np.empty(n, np.float32) if out is None else out
     if n == 0:
         return out
     nb = -(-n // b)
     payload = np.ascontiguousarray(payload)
     par, nblk = blocks(nb * -(-b // PIECE), n)
     bad = (_decode_par if par else _decode)(payload[: 4 * nb].view(np.float32),
-                                            stream_views(payload[4 * nb :]), b, nblk, out)
+                                            stream_views(payload[4 * nb :]), b, nblk, out,
+                                            bool(add))
     if bad:
         raise ValueError(f"corrupted payload: {bad} bucket scale(s) are negative or not finite")
     return out

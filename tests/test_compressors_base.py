@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import hpcq
-from hpcq.compressors import HEADER_BYTES, decode, from_header, parse_header
+from hpcq.compressors import HEADER_BYTES, compressor, decode, from_header, parse_header
 from hpcq.compressors.base import NonFiniteInputError, rotation_block_for
 
 CASTS = ["fp32", "fp16", "bf16"]
@@ -157,3 +157,23 @@ def test_rotation_block_for_short_vectors():
     assert rotation_block_for(0, 4096) == 1
     assert rotation_block_for(5, 4096) == 8
     assert rotation_block_for(10**6, 4096) == 4096
+
+
+@pytest.mark.parametrize("spec", ["qsgd:bits=4", "uniform:bits=2,bucket=0", "sign",
+                                  "sign:scale=drive", "hadamard+qsgd:bits=2", "topk:ratio=0.1",
+                                  "terngrad", "fp16", "vqsgd:reps=3"])
+def test_decode_into_and_add(spec: str) -> None:
+    """decode(out=) equals decode(); decode(out=, add=True) adds exactly what decode() gives."""
+    comp = compressor(spec)
+    rng = np.random.default_rng(3)
+    x, z = (rng.standard_normal(1000).astype(np.float32) for _ in range(2))
+    mx, mz = comp.encode(x, seed=1), comp.encode(z, seed=2, rank=1)
+    acc = np.full(1000, np.nan, dtype=np.float32)  # never read when not adding
+    assert comp.decode(mx, out=acc) is acc
+    np.testing.assert_array_equal(acc, comp.decode(mx))
+    comp.decode(mz, out=acc, add=True)
+    np.testing.assert_array_equal(acc, comp.decode(mx) + comp.decode(mz))
+    with pytest.raises(ValueError, match="out must be a writeable C-contiguous float32"):
+        comp.decode(mx, out=np.empty(999, dtype=np.float32))
+    with pytest.raises(ValueError, match="out must be"):
+        comp.decode(mx, out=np.empty(2000, dtype=np.float32)[::2])

@@ -74,10 +74,15 @@ def test_py_func_matches_compiled():
             outs.append(out)
         np.testing.assert_array_equal(outs[0], outs[1])
         dec = [np.empty(300, np.float32), np.empty(300, np.float32)]
-        for f, y in zip((q._decode, q._decode.py_func), dec, strict=True):
-            assert f(outs[0][:4 * ns].view(np.float32), q.stream_views(outs[0][4 * ns:]), 64, 9,
-                     4, mode, 3, y) == (0, 0)
-        np.testing.assert_array_equal(dec[0], dec[1])
+        once = dec[0]
+        for add in (False, True):  # write, then add the same values: twice the first
+            for f, y in zip((q._decode, q._decode.py_func), dec, strict=True):
+                assert f(outs[0][:4 * ns].view(np.float32), q.stream_views(outs[0][4 * ns:]), 64,
+                         9, 4, mode, 3, y, add) == (0, 0)
+            np.testing.assert_array_equal(dec[0], dec[1])
+            if not add:
+                once = dec[0].copy()
+        np.testing.assert_array_equal(dec[0], 2 * once)
         assert nb == 5
 
 

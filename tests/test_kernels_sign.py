@@ -79,9 +79,14 @@ def test_py_func_matches_compiled():
     assert sign._finish.py_func(sums[0], 700, 64, sign.DRIVE, scales) == 0
     np.testing.assert_array_equal(scales, outs[0][:44].view(np.float32))
     ys = [np.empty(700, np.float32), np.empty(700, np.float32)]
-    for f, y in zip((sign._decode, sign._decode.py_func), ys, strict=True):
-        assert f(scales, stream_views(outs[0][44:]), 64, 2, y) == 0
-    np.testing.assert_array_equal(ys[0], ys[1])
+    once = ys[0]
+    for add in (False, True):  # write, then add the same values: twice the first
+        for f, y in zip((sign._decode, sign._decode.py_func), ys, strict=True):
+            assert f(scales, stream_views(outs[0][44:]), 64, 2, y, add) == 0
+        np.testing.assert_array_equal(ys[0], ys[1])
+        if not add:
+            once = ys[0].copy()
+    np.testing.assert_array_equal(ys[0], 2 * once)
 
 
 def test_thread_count_never_changes_the_bytes(monkeypatch):

@@ -136,21 +136,17 @@ def chunk_bounds(d: int, p: int) -> np.ndarray:
 def average_messages(comp: Compressor, messages: Sequence[np.ndarray], d: int) -> np.ndarray:
     """The float32 mean of ``comp.decode(m)`` over ``messages``, summed in list order.
 
-    Accumulates in float32 (the rounding, about p * 2^-24 relative, is far
-    below any codec's own error) into the first decoded message, so no extra
-    d-length buffer is filled, and divides by ``len(messages)`` at the end.
+    The first message is decoded into a new vector and every further one is
+    decoded and added into it in one pass (``decode(out=, add=True)``): no
+    d-length array per message.  Accumulates in float32 (the rounding, about
+    p * 2^-24 relative, is far below any codec's own error) and divides by
+    ``len(messages)`` at the end.
     """
-    acc: np.ndarray | None = None
-    for m in messages:
-        y = comp.decode(m)
-        if y.shape != (d,):
-            raise ValueError(f"a message decodes to {y.shape[0]} entries, expected d={d}")
-        if acc is None:
-            acc = y if y.flags.writeable else y.copy()
-        else:
-            acc += y
-    if acc is None:
+    if not messages:
         return np.zeros(d, dtype=np.float32)
+    acc = np.empty(d, dtype=np.float32)
+    for i, m in enumerate(messages):  # a message of another length: decode's ValueError
+        comp.decode(m, out=acc, add=i > 0)
     acc /= len(messages)
     return acc
 

@@ -101,5 +101,8 @@ class AffineQuantizer(Compressor):
             raise NonFiniteInputError
         return 0
 
-    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
-        return quantize.dequantize(payload, n, **self._layout_args())
+    decodes_into = True
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int,
+                        out: np.ndarray | None = None, add: bool = False) -> np.ndarray:
+        return quantize.dequantize(payload, n, **self._layout_args(), out=out, add=add)

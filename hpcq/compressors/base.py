@@ -414,8 +414,20 @@ class Compressor:
         out[: _HEAD.size] = np.frombuffer(head, dtype=np.uint8)
         out[_HEAD.size:HEADER_BYTES] = np.frombuffer(_CRC.pack(zlib.crc32(head)), dtype=np.uint8)
 
-    def decode(self, buf: np.ndarray) -> np.ndarray:
-        """Decode a message made by :meth:`encode` of an equal compressor; float32 of length d."""
+    #: True when :meth:`_decode_payload` writes into (or adds to) an ``out`` it is given.
+    decodes_into: ClassVar[bool] = False
+
+    def decode(self, buf: np.ndarray, *, out: np.ndarray | None = None,
+               add: bool = False) -> np.ndarray:
+        """Decode a message made by :meth:`encode` of an equal compressor; float32 of length d.
+
+        With ``out`` (a writeable C-contiguous float32 vector of length d) the result
+        is written there, or added to it when ``add`` is True, and ``out`` is
+        returned: averaging p messages then needs no d-length array per message,
+        nor a separate pass to add it (codecs with ``decodes_into`` do it in their
+        kernel; the others decode, then copy or add).  If decoding fails on a
+        corrupted payload, ``out`` may be partly written.
+        """
         h = parse_header(buf)
         if h.codec_id != self.codec_id:
             raise ValueError(f"message was encoded by codec id {h.codec_id} "
@@ -431,13 +443,26 @@ class Compressor:
         if pn is not None and pn != h.payload_nbytes:
             raise ValueError(f"payload is {h.payload_nbytes} bytes; {self.spec} with d={h.d} "
                              f"takes {pn}")
+        if out is not None and not (out.dtype == np.float32 and out.shape == (h.d,)
+                                    and out.flags.c_contiguous and out.flags.writeable):
+            raise ValueError(f"{self.name}: out must be a writeable C-contiguous float32 vector "
+                             f"of d={h.d}, got {out.dtype} {out.shape}")
         keys = Keys.derive(h.seed, h.step)
+        if out is not None and self.decodes_into and not block:
+            self._decode_payload(buf[HEADER_BYTES:], n, keys, h.aux, out=out, add=add)
+            return out
         y = self._decode_payload(buf[HEADER_BYTES:], n, keys, h.aux)
         if y.shape != (n,) or y.dtype != np.float32:  # pragma: no cover - a codec bug
             raise RuntimeError(f"{self.name} decoded {y.shape} {y.dtype}, expected ({n},) float32")
         if block:
             y = _hadamard().unrotate(y, block, keys.signs, h.d)
-        return y
+        if out is None:
+            return y
+        if add:
+            out += y
+        else:
+            out[:] = y
+        return out
 
 
 def rotation_rounding(block: int) -> float:

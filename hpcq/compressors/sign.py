@@ -63,5 +63,8 @@ class Sign(Compressor):
             raise NonFiniteInputError
         return 0
 
-    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
-        return sign.sign_decode(payload, n, bucket=self.p["bucket"])
+    decodes_into = True
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int,
+                        out: np.ndarray | None = None, add: bool = False) -> np.ndarray:
+        return sign.sign_decode(payload, n, bucket=self.p["bucket"], out=out, add=add)

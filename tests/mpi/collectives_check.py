@@ -53,11 +53,18 @@ class NonzerosCodec:
         return np.concatenate([head, idx.astype(np.int64).view(np.uint8),
                                x[idx].astype(np.float32).view(np.uint8)])
 
-    def decode(self, buf: np.ndarray) -> np.ndarray:
+    def decode(self, buf: np.ndarray, *, out: np.ndarray | None = None,
+               add: bool = False) -> np.ndarray:
         d = int(buf[:8].view(np.int64)[0])
         k = (buf.shape[0] - 8) // 12
-        out = np.zeros(d, dtype=np.float32)
-        out[buf[8:8 + 8 * k].view(np.int64)] = buf[8 + 8 * k:].view(np.float32)
+        y = np.zeros(d, dtype=np.float32)
+        y[buf[8:8 + 8 * k].view(np.int64)] = buf[8 + 8 * k:].view(np.float32)
+        if out is None:
+            return y
+        if add:
+            out += y
+        else:
+            out[:] = y
         return out
 
 
