@@ -216,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS.get(args.command).run(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `hpcq info | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:  # noqa: BLE001 - every error ends as one line (and an abort)
         from hpcq.runner import JobError
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import hpcq
+from hpcq.affinity import affinity
 
 
 def utc_now() -> str:
@@ -117,6 +118,7 @@ def collect(comm: Any, *, config_toml: str = "", command_line: list[str] | None 
 
     hosts = comm.allgather(socket.gethostname())
     threads = comm.allgather(numba_threads())
+    cpus = comm.allgather(affinity())
     now = utc_now()
     attrs: dict[str, Any] = {
         "software": "hpcq",
@@ -131,6 +133,7 @@ def collect(comm: Any, *, config_toml: str = "", command_line: list[str] | None 
         "hostnames": hosts,
         "cpu_model": cpu_model(),
         "threads_per_rank": threads,
+        "cpu_affinity": cpus,
         "numba_threads_env": os.environ.get("NUMBA_NUM_THREADS", ""),
         "command_line": shlex.join(command_line if command_line is not None else sys.argv),
         "config_toml": config_toml,

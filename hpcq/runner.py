@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcq.affinity import bind_local_ranks
 from hpcq.config import (
     CheckFailed,
     CollectivesTable,
@@ -210,15 +211,19 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
             print(f"# {len(cases)} cases, {len(done & {c.key for c in cases})} already in {out}"
                   if resume else f"# {len(cases)} cases")
         return 0
+    binding = bind_local_ranks(comm)  # before any kernel starts a thread
     if rank == 0:
         for note in notes:
             print(f"hpcq: note: {note}", file=sys.stderr)
+        print(f"hpcq: {comm.Get_size()} rank(s), cpu binding: {binding} (HPCQ_BIND=0 turns it "
+              f"off)", file=sys.stderr)
     todo = [c for c in cases if c.key not in done]
     if not out:
         stamp = comm.bcast(provenance.utc_stamp(), root=0)
         slurm = os.environ.get("SLURM_JOB_ID")
         out = f"hpcq-{job.job.name}-{f'{slurm}-' if slurm else ''}{stamp}.h5"
     prov = provenance.collect(comm, config_toml=job.text, command_line=command_line)
+    prov["cpu_binding"] = binding
     if overrides:
         prov["overrides"] = list(overrides)
     store = None

@@ -160,6 +160,10 @@ def test_job_on_two_ranks(mpirun, tmp_path: Path) -> None:
     attrs = read_attrs(tmp_path / "out.h5")
     assert attrs["nprocs"] == 2 and len(attrs["hostnames"]) == 2
     assert attrs["threads_per_rank"] == [1, 1] and attrs["config_toml"] == TINY_JOB
+    assert len(attrs["cpu_affinity"]) == 2 and attrs["cpu_binding"] in (
+        "bound", "already bound", "oversubscribed")
+    if attrs["cpu_binding"] == "bound":  # disjoint shares of the cores
+        assert attrs["cpu_affinity"][0] != attrs["cpu_affinity"][1]
     assert attrs["command_line"] == "hpcq run tiny.toml -o out.h5" and "end_time" in attrs
     means = read_cases(tmp_path / "out.h5", kind="collectives")
     assert [c["scheme"] for c in means[:2]] == ["allreduce-fp32", "allreduce-bf16"]

@@ -134,17 +134,21 @@ def main(args: argparse.Namespace) -> int:
     from mpi4py import MPI
 
     from hpcq import provenance
+    from hpcq.affinity import bind_local_ranks
     from hpcq.collectives import idle_barrier
     from hpcq.runner import CheckFailed, JobError
     from hpcq.store import case_key
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
+    binding = bind_local_ranks(comm)  # before any kernel starts a thread
     prov = (
         provenance.collect(comm, command_line=getattr(args, "command_line", None))
         if args.output
         else None
     )
+    if prov is not None:
+        prov["cpu_binding"] = binding
     store = None
 
     def prepare() -> tuple[list[Case], list[str]]:
@@ -179,6 +183,7 @@ def main(args: argparse.Namespace) -> int:
     if rank == 0:
         for note in notes:
             print(f"hpcq: note: {note}", file=sys.stderr)
+        print(f"hpcq: {comm.Get_size()} rank(s), cpu binding: {binding}", file=sys.stderr)
         seconds = compile_for(cases, nprocs=comm.Get_size())
         print(f"hpcq: kernels ready in {seconds:.1f} s", file=sys.stderr, flush=True)
     idle_barrier(comm)  # the others sleep while rank 0 compiles, then load from the cache
