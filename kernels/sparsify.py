@@ -198,7 +198,8 @@ def _value(j, vals, codes, bits, m, step, mult):  # type: ignore[no-untyped-def]
 
 
 def _scatter_stream_body(idx_buf, width, k, vals, codes, bits, m, mult, out):  # type: ignore[no-untyped-def]
-    """out[idx_j] = value_j for packed indices; return the number of invalid entries."""
+    """out[idx_j] += value_j for packed indices (into zeros: a plain decode); return the
+    number of invalid entries."""
     n = out.shape[0]
     step = 2.0 * m / ((1 << bits) - 1) if bits else 0.0
     bad = 0
@@ -210,7 +211,7 @@ def _scatter_stream_body(idx_buf, width, k, vals, codes, bits, m, mult, out):  #
             if i <= prev or i >= n or not abs(v) <= np.float32(3.4028235e38):
                 bad += 1
             else:
-                out[i] = v
+                out[i] += v
             prev = i
     return bad
 
@@ -227,7 +228,7 @@ def _scatter_idx(idx, vals, codes, bits, m, mult, out):  # type: ignore[no-untyp
         if idx[j] >= out.shape[0] or not abs(v) <= np.float32(3.4028235e38):
             bad += 1
         else:
-            out[idx[j]] = v
+            out[idx[j]] += v
     return bad
 
 
@@ -317,19 +318,24 @@ def randk_encode(x: np.ndarray, bitmap: np.ndarray, k: int, bits: int, send_idx:
 
 def sparse_decode(n: int, k: int, vals: np.ndarray, codes: np.ndarray, bits: int, m: float,
                   mult: float, idx_buf: np.ndarray | None = None,
-                  bitmap: np.ndarray | None = None) -> np.ndarray:
+                  bitmap: np.ndarray | None = None, out: np.ndarray | None = None,
+                  add: bool = False) -> np.ndarray:
     """float32[n], zero except value_j * mult at index j (from ``idx_buf`` or ``bitmap``).
 
-    Values are fp32 ``vals`` (bits == 0) or b-bit ``codes`` on [-m, m].  Raises
-    ValueError for indices that are >= n or not strictly increasing, and for
-    non-finite values or scales.
+    Values are fp32 ``vals`` (bits == 0) or b-bit ``codes`` on [-m, m].  Into
+    ``out`` when given; with ``add`` the k values are added to it, an O(k) decode
+    instead of O(n) when averaging messages.  Raises ValueError for indices that
+    are >= n or not strictly increasing, and for non-finite values or scales.
     """
     if not (np.isfinite(m) and m >= 0):
         raise ValueError(f"corrupted message: value scale {m} is not a finite number >= 0")
     _value_arrays(0, bits)
     if (vals.shape[0] if bits == 0 else (codes.shape[0] * 8) // bits) < k:
         raise ValueError(f"too few values for {k} entries")
-    out = np.zeros(n, np.float32)
+    if out is None:
+        out = np.zeros(n, np.float32)
+    elif not add:
+        out[:] = 0.0
     if bitmap is not None:
         bad = _scatter_idx(bitmap_indices(bitmap, k), vals, codes, bits, m, mult, out)
     elif idx_buf is None:

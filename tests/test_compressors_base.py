@@ -161,7 +161,8 @@ def test_rotation_block_for_short_vectors():
 
 @pytest.mark.parametrize("spec", ["qsgd:bits=4", "uniform:bits=2,bucket=0", "sign",
                                   "sign:scale=drive", "hadamard+qsgd:bits=2", "topk:ratio=0.1",
-                                  "terngrad", "fp16", "vqsgd:reps=3"])
+                                  "terngrad", "fp16", "vqsgd:reps=3", "randk:ratio=0.1",
+                                  "randk:ratio=0.1,shared=false,bits=4", "topk:k=5,bits=3"])
 def test_decode_into_and_add(spec: str) -> None:
     """decode(out=) equals decode(); decode(out=, add=True) adds exactly what decode() gives."""
     comp = compressor(spec)

@@ -74,11 +74,16 @@ class RandK(SparseCodec):
         return self._write(out, sparsify.randk_encode(y, bitmap, k, self.p["bits"], not shared,
                                                       keys.private))
 
-    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
+    decodes_into = True
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int,
+                        out: np.ndarray | None = None, add: bool = False) -> np.ndarray:
         k, bits = self.k_for(n), self.p["bits"]
         vals, codes, m, idx = read_sparse(payload, k, bits)
         mult = n / k if k else 1.0
         if self.p["shared"]:
             bitmap = subset.sample_bitmap(n, k, keys.indices)
-            return sparsify.sparse_decode(n, k, vals, codes, bits, m, mult, bitmap=bitmap)
-        return sparsify.sparse_decode(n, k, vals, codes, bits, m, mult, idx_buf=idx)
+            return sparsify.sparse_decode(n, k, vals, codes, bits, m, mult, bitmap=bitmap,
+                                          out=out, add=add)
+        return sparsify.sparse_decode(n, k, vals, codes, bits, m, mult, idx_buf=idx, out=out,
+                                      add=add)

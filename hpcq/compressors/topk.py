@@ -132,7 +132,11 @@ class TopK(SparseCodec):
         return self._write(out, sparsify.topk_encode(y, self.k_for(y.shape[0]), self.p["bits"],
                                                      keys.private))
 
-    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int) -> np.ndarray:
+    decodes_into = True
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int,
+                        out: np.ndarray | None = None, add: bool = False) -> np.ndarray:
         k, bits = self.k_for(n), self.p["bits"]
         vals, codes, m, idx = read_sparse(payload, k, bits)
-        return sparsify.sparse_decode(n, k, vals, codes, bits, m, 1.0, idx_buf=idx)
+        return sparsify.sparse_decode(n, k, vals, codes, bits, m, 1.0, idx_buf=idx, out=out,
+                                      add=add)
