@@ -157,6 +157,25 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("report", "write a Markdown/HTML report with tables and figures from result files",
+         arg("files", nargs="+", metavar="FILES", help="result files, globs or directories"),
+         arg("-o", "--output", required=True, metavar="DIR", help="report directory"),
+         arg("--kind", default="all", choices=["all", "kernels", "collectives"],
+             help="which benchmarks to report (default: all)"),
+         arg("--no-plots", action="store_true", help="tables and text only, no figures"))
+def cmd_report(args: argparse.Namespace) -> int:
+    from hpcq.analysis.report import build_report
+
+    info = build_report(args.files, args.output, kind=args.kind, plots=not args.no_plots)
+    for problem in info["problems"]:
+        print(f"hpcq: skipped {problem}", file=sys.stderr)
+    for name, why in info["skipped"]:
+        print(f"hpcq: figure {name} not drawn: {why}", file=sys.stderr)
+    print(f"hpcq: report in {info['markdown']} and {info['html']} "
+          f"({len(info['figures'])} figures)")
+    return 0
+
+
 @command("info", "versions, MPI library, numba threads, CPU")
 def cmd_info(args: argparse.Namespace) -> int:
     import numba

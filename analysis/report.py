@@ -1,0 +1,348 @@
+"""Result files -> a self-contained report directory (``hpcq report FILES... -o DIR``).
+
+::
+
+    from hpcq.analysis.report import build_report
+
+    info = build_report(["runs/*.h5"], "report-dir")   # {"markdown": ..., "html": ..., ...}
+
+The directory gets ``report.md`` and ``report.html`` (built from one list of blocks,
+images linked by relative path), the per-case tables ``kernels.csv`` and
+``collectives.csv`` (one row per (file, case), numbers as read from the files) and
+the figures of :mod:`hpcq.analysis.figures` as PNG and PDF.  Repeated runs of one
+case (same scheme, spec, d, nprocs) are combined with
+:func:`hpcq.analysis.load.summarize`: median with min/max, never a mean alone.
+Without matplotlib the tables and text are still written and the report says which
+figures it skipped and why.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hpcq.analysis.load import Table, _column, expand_paths, load, summarize
+
+KINDS = ("kernels", "collectives")
+
+KERNEL_COLUMNS = ("file", "group", "machine", "spec", "spec_given", "d", "log2_d", "threads",
+                  "repeats", "seed", "encode_median_s", "decode_median_s", "encode_gbs",
+                  "decode_gbs", "memcpy_gbs", "bits_per_coordinate", "wire_bytes", "nmse",
+                  "hpcq_format")
+COLLECTIVE_COLUMNS = ("file", "group", "machine", "scheme", "spec", "spec_given", "nprocs", "d",
+                      "log2_d", "seed", "iterations", "wire_bytes_per_rank", "fp32_bytes",
+                      "bits_per_coordinate", "latency_p50_s", "latency_p99_s", "encode_median_s",
+                      "comm_median_s", "decode_median_s", "nmse", "nmse_bound", "check",
+                      "breakeven_gbs", "hpcq_format")
+
+BREAKEVEN_MODEL = (
+    "Break-even bandwidth: if moving b bytes over a link cost b/B seconds (latency ignored), a "
+    "compressed case would take (encode + decode) + wire/B and the fp32 allreduce fp32_bytes/B "
+    "(fp32_bytes = 4d per rank), so the two are equal at B* = (fp32_bytes - wire_bytes) / "
+    "(encode + decode); compression pays on links slower than B* (only cases with wire < "
+    "fp32_bytes have one).")
+
+
+def _num(v: Any) -> Any:
+    """A plain Python scalar (numpy scalars unwrapped), None kept."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def _spec(row: dict[str, Any]) -> str:
+    """The canonical spec; 1.0.0 baselines named their spec after the scheme (allreduce-fp32)."""
+    spec, scheme = row.get("spec"), row.get("scheme")
+    if scheme and str(scheme).startswith("allreduce-") and spec == scheme:
+        return str(scheme).split("-", 1)[1]
+    return str(spec)
+
+
+def kernel_rows(table: Table, memcpy: Table) -> list[dict[str, Any]]:
+    """One dict per kernels case with :data:`KERNEL_COLUMNS` (throughput in input GB/s)."""
+    # the memcpy of the same file, size and sweep point (run)
+    copy = {(str(r["file"]), _num(r["d"]), _num(r.get("run")), _num(r.get("sweep.job.seed"))):
+            _num(r.get("gbs_median")) for r in memcpy.rows()}
+    out = []
+    for r in table.rows():
+        d = int(r["d"])
+        enc, dec = _num(r.get("encode_s.median")), _num(r.get("decode_s.median"))
+        row = {k: _num(r.get(k)) for k in KERNEL_COLUMNS}
+        row.update(spec=_spec(r), machine=str(r.get("cpu_model") or "unknown"),
+                   encode_median_s=enc, decode_median_s=dec,
+                   encode_gbs=4 * d / enc / 1e9 if enc else None,
+                   decode_gbs=4 * d / dec / 1e9 if dec else None,
+                   memcpy_gbs=copy.get((str(r["file"]), d, _num(r.get("run")),
+                                        _num(r.get("sweep.job.seed")))))
+        out.append(row)
+    return sorted(out, key=lambda r: (r["spec"], r["d"], str(r["file"]), str(r["group"])))
+
+
+def collective_rows(table: Table) -> list[dict[str, Any]]:
+    """One dict per collectives case with :data:`COLLECTIVE_COLUMNS`.
+
+    Files of schema 1.0.0 lack the scalar summaries; they are taken from the raw samples
+    with the same definition (median over calls of the slowest rank).
+    """
+    out = []
+    for r in table.rows():
+        row = {k: _num(r.get(k)) for k in COLLECTIVE_COLUMNS}
+        d = int(r["d"])
+        for name, fallback in (("latency_p50_s", "total_s.median"),
+                               ("encode_median_s", "encode_s.median"),
+                               ("comm_median_s", "comm_s.median"),
+                               ("decode_median_s", "decode_s.median")):
+            if row[name] is None:
+                row[name] = _num(r.get(fallback))
+        row["spec"], row["fp32_bytes"] = _spec(r), 4 * d
+        row["machine"] = str(r.get("cpu_model") or "unknown")
+        wire, codec = row["wire_bytes_per_rank"], (row["encode_median_s"] or 0) + (
+            row["decode_median_s"] or 0)
+        if (row["scheme"] != "allreduce-fp32" and wire is not None and wire < 4 * d
+                and codec > 0):
+            row["breakeven_gbs"] = (4 * d - wire) / codec / 1e9
+        out.append(row)
+    return sorted(out, key=lambda r: (str(r["scheme"]), r["spec"], int(r["nprocs"] or 0),
+                                      r["d"], str(r["file"]), str(r["group"])))
+
+
+def as_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Table:
+    """Rows -> a :class:`Table` with the given columns."""
+    return Table({c: _column([r.get(c) for r in rows]) for c in columns})
+
+
+def combine(rows: Sequence[dict[str, Any]], columns: Sequence[str], by: Sequence[str],
+            values: Iterable[str]) -> list[dict[str, Any]]:
+    """Per group of ``by``: ``VALUE.median/.min/.max`` of each value and ``runs``."""
+    table = as_table(rows, columns)
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for value in values:
+        s = summarize(table, by, value)
+        for r in s.rows():
+            key = tuple(_num(r[b]) for b in by)
+            entry = merged.setdefault(key, {b: _num(r[b]) for b in by})
+            entry.update({k: _num(v) for k, v in r.items() if k.startswith(value + ".")})
+            entry["runs"] = max(entry.get("runs", 0), int(r["runs"]))
+    return [merged[k] for k in sorted(merged, key=_sort_key)]
+
+
+def _sort_key(key: tuple[Any, ...]) -> tuple[tuple[int, Any], ...]:
+    """Numbers by value, before strings (None last)."""
+    return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) if v is not None
+                 else (2, "") for v in key)
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Rows as CSV, floats at full precision (repr), missing values empty."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
+
+
+# ---- the document: one list of blocks, rendered as Markdown and as HTML ----------------
+
+Block = tuple[Any, ...]
+
+
+def _md_cell(v: Any) -> str:
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: Sequence[Block]) -> str:
+    """Blocks -> Markdown: (h, level, text), (p, text), (ul, items), (table, head, rows),
+    (pre, text), (img, file, alt, pdf)."""
+    out: list[str] = []
+    for b in blocks:
+        if b[0] == "h":
+            out.append("#" * b[1] + " " + b[2])
+        elif b[0] == "p":
+            out.append(b[1])
+        elif b[0] == "ul":
+            out.append("\n".join(f"* {item}" for item in b[1]))
+        elif b[0] == "pre":
+            out.append("```text\n" + b[1] + "\n```")
+        elif b[0] == "table":
+            head, rows = b[1], b[2]
+            lines = ["| " + " | ".join(map(_md_cell, head)) + " |",
+                     "| " + " | ".join("---" for _ in head) + " |"]
+            lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows]
+            out.append("\n".join(lines))
+        elif b[0] == "img":
+            out.append(f"![{b[2]}]({b[1]})\n\n*{b[2]}* ([PDF]({b[3]}))")
+    return "\n\n".join(out) + "\n"
+
+
+def to_html(blocks: Sequence[Block], title: str) -> str:
+    """Blocks -> one standalone HTML page (inline CSS, images by relative path)."""
+    e = html.escape
+    body: list[str] = []
+    for b in blocks:
+        if b[0] == "h":
+            body.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
+        elif b[0] == "p":
+            body.append(f"<p>{e(b[1])}</p>")
+        elif b[0] == "ul":
+            body.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in b[1]) + "</ul>")
+        elif b[0] == "pre":
+            body.append(f"<pre>{e(b[1])}</pre>")
+        elif b[0] == "table":
+            head = "".join(f"<th>{e(str(h))}</th>" for h in b[1])
+            rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>"
+                           for r in b[2])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif b[0] == "img":
+            body.append(f'<figure><img src="{e(b[1])}" alt="{e(b[2])}">'
+                        f'<figcaption>{e(b[2])} (<a href="{e(b[3])}">PDF</a>)</figcaption>'
+                        "</figure>")
+    style = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #999;"
+             "padding:2px 6px;text-align:right}img{max-width:100%}pre{background:#f4f4f4;"
+             "padding:.5em;overflow-x:auto}")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{e(title)}</title><style>{style}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def _g(v: Any, unit: float = 1.0) -> str:
+    return "-" if v is None else f"{v / unit:.4g}"
+
+
+def _range(r: dict[str, Any], value: str, unit: float = 1.0) -> str:
+    med = r.get(f"{value}.median")
+    if med is None:
+        return "-"
+    if r["runs"] == 1:
+        return _g(med, unit)
+    return f"{_g(med, unit)} [{_g(r[value + '.min'], unit)}, {_g(r[value + '.max'], unit)}]"
+
+
+def provenance(path: Path) -> list[str]:
+    """Provenance lines of one readable result file."""
+    from hpcq.store import read_attrs
+
+    a = read_attrs(path)
+    commit = a.get("git_commit")
+    git = f"{commit}{' (dirty)' if a.get('git_dirty') else ''}" if commit else "not recorded"
+    mpi = (str(a.get("mpi_library") or "not recorded").replace("\0", "").strip()
+           .splitlines() or ["?"])[0].strip()
+    hosts = a.get("hostnames") or []
+    return [f"hpcq {a.get('softwareVersion')} (schema {a.get('hpcq_format')})", f"git {git}",
+            f"MPI library: {mpi}",
+            f"{len(set(hosts))} host(s), {a.get('nprocs')} rank(s)",
+            f"started {a.get('start_time')}",
+            f"SLURM job {a.get('slurm_job_id') or 'none'}",
+            f"cpu_binding: {a.get('cpu_binding') or 'not recorded'}"]
+
+
+def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, *,
+                 kind: str = "all", plots: bool = True) -> dict[str, Any]:
+    """Write the report for the result files ``paths`` into ``out_dir``.
+
+    ``kind`` is ``all``, ``kernels`` or ``collectives``; ``plots=False`` skips the
+    figures.  Returns the paths written (``markdown``, ``html``, ``csv``, ``figures``),
+    the figures ``skipped`` with why, and the ``problems`` (unreadable files).
+    Raises FileNotFoundError when no file is readable and ValueError when ``out_dir``
+    exists and is not a directory.
+    """
+    from hpcq.analysis import figures
+
+    if kind not in ("all", *KINDS):
+        raise ValueError(f"unknown kind {kind!r}; choose all, kernels or collectives")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"report directory {str(out)!r} exists and is not a directory")
+    files = expand_paths(paths)
+    kt, problems = load(files, kind="kernels")
+    mt, _ = load(files, kind="kernels.memcpy")
+    ct, _ = load(files, kind="collectives")
+    bad = {f for f in files if any(p.startswith(f"{f}: ") for p in problems)}
+    good = [f for f in files if f not in bad]
+    if not good:
+        what = "; ".join(problems) if problems else "nothing matched"
+        raise FileNotFoundError(f"no readable result files: {what}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    krows = kernel_rows(kt, mt) if kind in ("all", "kernels") else []
+    crows = collective_rows(ct) if kind in ("all", "collectives") else []
+    mrows = [{"file": str(r["file"]), "d": int(r["d"]), "gbs": _num(r.get("gbs_median"))}
+             for r in mt.rows()] if krows else []
+    written: dict[str, Any] = {"csv": []}
+    for name, rows, cols in (("kernels", krows, KERNEL_COLUMNS),
+                             ("collectives", crows, COLLECTIVE_COLUMNS)):
+        if kind in ("all", name):
+            write_csv(out / f"{name}.csv", rows, cols)
+            written["csv"].append(out / f"{name}.csv")
+
+    # runs on different machines (CPU model) are never combined: each gets a tag m1, m2...
+    machines = sorted({str(r["machine"]) for r in [*krows, *crows]})
+    for r in krows:
+        r["tag"] = f"_m{machines.index(str(r['machine'])) + 1}" if len(machines) > 1 else ""
+    for r in crows:
+        r["tag"] = f"_p{int(r['nprocs'] or 0)}" + (
+            f"_m{machines.index(str(r['machine'])) + 1}" if len(machines) > 1 else "")
+    kcomb = combine(krows, (*KERNEL_COLUMNS, "tag"), ["tag", "spec", "d"],
+                    ["encode_gbs", "decode_gbs"])
+    ccomb = combine(crows, (*COLLECTIVE_COLUMNS, "tag"), ["tag", "nprocs", "scheme", "spec", "d"],
+                    ["latency_p50_s", "encode_median_s", "comm_median_s", "decode_median_s",
+                     "nmse", "bits_per_coordinate", "breakeven_gbs"])
+    for r in kcomb:  # the files behind each kernels group, for the memcpy reference lines
+        r["file"] = next(k["file"] for k in krows if k["tag"] == r["tag"])
+    specs = sorted({r["spec"] for r in krows} | {r["spec"] for r in crows})
+    labels: dict[str, str] = {}
+    for r in [*krows, *crows]:
+        given = str(r.get("spec_given") or r["spec"])
+        if len(given) < len(labels.get(r["spec"], r["spec"] + " ")):
+            labels[r["spec"]] = given
+    figs, skipped = figures.render(out, kcomb=kcomb, mrows=mrows, ccomb=ccomb,
+                                   specs=specs, labels=labels, plots=plots)
+    written["figures"], written["skipped"], written["problems"] = figs, skipped, problems
+
+    blocks: list[Block] = [
+        ("h", 1, "hpcq report"),
+        ("p", f"{len(good)} result file(s) read; {len(krows)} kernels case(s), {len(crows)} "
+              "collectives case(s). Repeated runs of one case are combined as median "
+              "[min, max] over runs; each run's time is the median over calls of the slowest "
+              "rank. Per-case tables: " + ", ".join(p.name for p in written["csv"]) + ".")]
+    if len(machines) > 1:
+        blocks.append(("p", "Machines (by CPU model; their runs are never combined): "
+                            + "; ".join(f"m{i + 1} = {m}" for i, m in enumerate(machines))))
+    if krows:
+        blocks += [("h", 2, "Kernels (single process, input GB/s = 4d / median time)"),
+                   ("table", ["machine", "spec", "d", "runs", "encode GB/s", "decode GB/s"],
+                    [[r["tag"][1:] or "-", labels[r["spec"]],
+                      f"2^{int(r['d']).bit_length() - 1}", r["runs"],
+                      _range(r, "encode_gbs"), _range(r, "decode_gbs")] for r in kcomb])]
+    if crows:
+        blocks += [("h", 2, "Collectives (p50 of the slowest rank)"),
+                   ("table", ["machine", "ranks", "scheme", "spec", "d", "runs", "bits/coord",
+                              "p50 us", "encode us", "comm us", "decode us", "NMSE",
+                              "break-even GB/s"],
+                    [[r["tag"].partition("_m")[2] and "m" + r["tag"].partition("_m")[2] or "-",
+                      r["nprocs"], r["scheme"], labels[r["spec"]],
+                      f"2^{int(r['d']).bit_length() - 1}", r["runs"],
+                      _g(r.get("bits_per_coordinate.median")),
+                      _range(r, "latency_p50_s", 1e-6), _g(r.get("encode_median_s.median"), 1e-6),
+                      _g(r.get("comm_median_s.median"), 1e-6),
+                      _g(r.get("decode_median_s.median"), 1e-6), _range(r, "nmse"),
+                      _range(r, "breakeven_gbs")] for r in ccomb]),
+                   ("p", BREAKEVEN_MODEL)]
+    if figs or skipped:
+        blocks.append(("h", 2, "Figures"))
+    for name, caption in figs:
+        blocks.append(("img", f"{name}.png", caption, f"{name}.pdf"))
+    if skipped:
+        blocks += [("p", "Figures not drawn:"),
+                   ("ul", [f"{name}: {why}" for name, why in skipped])]
+    blocks.append(("h", 2, "Provenance"))
+    for f in good:
+        blocks += [("h", 3, str(f)), ("ul", provenance(f))]
+    blocks += [("h", 2, "Files that could not be read"),
+               ("ul", problems) if problems else ("p", "None.")]
+
+    written["markdown"], written["html"] = out / "report.md", out / "report.html"
+    written["markdown"].write_text(to_markdown(blocks))
+    written["html"].write_text(to_html(blocks, "hpcq report"))
+    return written
