@@ -52,6 +52,11 @@ def planned(kcomb: Rows, ccomb: Rows) -> list[tuple[str, str]]:
                 (f"collectives_breakeven{tag}", f"Break-even link bandwidth B* versus d, {on}")]
     if ccomb:
         out.append(("collectives_nmse", "NMSE versus bits per coordinate (every rank count)"))
+    for machine in sorted({_machine(r) for r in ccomb}):
+        if _scaling_size([r for r in ccomb if _machine(r) == machine]) is not None:
+            on = f" ({machine[1:]})" if machine else ""
+            out.append((f"collectives_scaling{machine}", f"Latency p50 versus ranks at the "
+                                                         f"largest common d{on}"))
     return out
 
 
@@ -150,6 +155,8 @@ def _draw(plt: Any, name: str, *, kcomb: Rows, mrows: Rows, ccomb: Rows,
         ax.legend(fontsize="x-small")
         fig.tight_layout()
         return fig
+    if name.startswith("collectives_scaling"):
+        return _scaling(plt, name[len("collectives_scaling"):], ccomb, st, labels)
     tag = name[name.index("_p"):]
     rows_p = [r for r in ccomb if r["tag"] == tag]
     p = tag[2:].replace("_", ", machine ")  # "16" or "16, machine m2" in titles
@@ -214,6 +221,53 @@ def _draw(plt: Any, name: str, *, kcomb: Rows, mrows: Rows, ccomb: Rows,
     ax.set_yscale("log")
     ax.set_ylabel("break-even link bandwidth B* (GB/s)")
     ax.set_title(f"Compression pays on links slower than B* ({p} ranks)")
+    ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def _machine(row: dict[str, Any]) -> str:
+    """The machine part of a collectives row's tag: "" or "_mN"."""
+    tag = str(row["tag"])
+    return tag[tag.index("_m"):] if "_m" in tag else ""
+
+
+def _scaling_size(rows: Rows) -> int | None:
+    """The largest d that every rank count of ``rows`` measured; None under two rank counts."""
+    counts = {int(r["nprocs"]) for r in rows}
+    common = [d for d in {r["d"] for r in rows}
+              if {int(r["nprocs"]) for r in rows if r["d"] == d} == counts]
+    return int(max(common)) if len(counts) > 1 and common else None
+
+
+def _scaling(plt: Any, machine: str, ccomb: Rows, st: dict[str, dict[str, Any]],
+             labels: dict[str, str]) -> Any:
+    """p50 latency versus ranks, per scheme and codec, at the largest d every rank count has."""
+    rows = [r for r in ccomb if _machine(r) == machine]
+    d = _scaling_size(rows)
+    if d is None:
+        return None
+    rows = [r for r in rows if r["d"] == d]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    schemes = sorted({r["scheme"] for r in rows})
+    for spec in sorted({r["spec"] for r in rows}):
+        for j, scheme in enumerate(schemes):
+            line = sorted((r for r in rows if r["spec"] == spec and r["scheme"] == scheme),
+                          key=lambda r: int(r["nprocs"]))
+            if len(line) < 2:
+                continue
+            med, err = _err(line, "latency_p50_s", 1e6)
+            style = dict(st[spec], linestyle=LINESTYLES[j % len(LINESTYLES)])
+            label = scheme if scheme.startswith("allreduce-") else f"{labels[spec]} ({scheme})"
+            ax.errorbar([int(r["nprocs"]) for r in line], med, yerr=err, capsize=3, label=label,
+                        **style)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("MPI ranks")
+    ax.set_ylabel("latency p50, slowest rank (us)")
+    ax.set_title(f"Scaling at d = 2^{int(d).bit_length() - 1}" + (f" ({machine[1:]})"
+                                                                  if machine else ""))
+    ax.grid(True, alpha=0.3)
     ax.legend(fontsize="x-small")
     fig.tight_layout()
     return fig

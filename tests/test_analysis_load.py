@@ -88,3 +88,15 @@ def test_to_pandas_or_a_clear_error(results: Path) -> None:
 def test_table_rejects_ragged_columns() -> None:
     with pytest.raises(ValueError, match="different lengths"):
         Table({"a": np.zeros(2), "b": np.zeros(3)})
+
+
+def test_a_file_from_a_newer_hpcq_is_named_and_skipped(results: Path) -> None:
+    import h5py
+
+    newer = results / "d-newer.h5"
+    shutil.copyfile(FIXTURES / "results-1.1.0.h5", newer)
+    with h5py.File(newer, "a") as f:
+        f.attrs["hpcq_format"] = "9.0.0"
+    table, problems = load([results / "b-new.h5", newer])
+    assert len(table) == len(read_cases(results / "b-new.h5"))
+    assert len(problems) == 1 and str(newer) in problems[0] and "9.0.0" in problems[0]

@@ -28,8 +28,8 @@ PROV = {"software": "hpcq", "softwareVersion": "0.0.test",
         "cpu_model": read_attrs(FIXTURES / "results-1.1.0.h5")["cpu_model"]}
 
 
-def _extra(path: Path, prov: dict[str, Any] | None = None) -> None:
-    """A result file with kernels and collectives at d = 2^12 and 2^14 on 4 ranks."""
+def _extra(path: Path, prov: dict[str, Any] | None = None, nprocs: int = 4) -> None:
+    """A result file with kernels and collectives at d = 2^12 and 2^14 on ``nprocs`` ranks."""
     rng = np.random.default_rng(0)
     cases = []
     for log2 in (12, 14):
@@ -46,10 +46,10 @@ def _extra(path: Path, prov: dict[str, Any] | None = None) -> None:
                                  "decode_s": (rng.uniform(1e-5, 2e-5, 3), "s")}, None))
         for scheme, spec, wire in (("allreduce-fp32", "fp32", 4 * d),
                                    ("allgather", "sign:scale=l1", d // 8 + 64)):
-            split = rng.uniform(1e-5, 1e-4, (3, 4, 5))
+            split = rng.uniform(1e-5, 1e-4, (3, nprocs, 5)) * nprocs
             split[0] *= spec == "sign:scale=l1"
             params = {"scheme": scheme, "spec": spec, "spec_given": spec.split(":")[0], "d": d,
-                      "log2_d": log2, "nprocs": 4, "iterations": 5, "seed": 0,
+                      "log2_d": log2, "nprocs": nprocs, "iterations": 5, "seed": 0,
                       "wire_bytes_per_rank": float(wire), "bits_per_coordinate": 8 * wire / d,
                       "latency_p50_s": float(np.median(split.sum(0).max(0))),
                       "encode_median_s": float(np.median(split[0].max(0))),
@@ -221,3 +221,47 @@ def test_runs_of_two_machines_are_never_combined(tmp_path: Path) -> None:
     assert {f"kernels_encode_{here}", f"kernels_encode_{there}",
             f"collectives_latency_p2_{here}", f"collectives_latency_p4_{there}"} <= names, names
     assert f"{there} = Another CPU" in Path(info["markdown"]).read_text()
+
+
+def test_scaling_figure_when_several_rank_counts_share_a_size(tmp_path: Path) -> None:
+    d = tmp_path / "scale"
+    d.mkdir()
+    for p in (2, 4, 8):
+        _extra(d / f"p{p}.h5", nprocs=p)
+    info = build_report(d, tmp_path / "out")
+    assert "collectives_scaling" in {name for name, _ in info["figures"]}
+    assert (tmp_path / "out" / "collectives_scaling.pdf").exists()
+
+
+def _chromium() -> str | None:
+    import shutil as sh
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if sh.which(name):
+            return sh.which(name)
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium here (Debian: apt install chromium)")
+def test_html_report_renders_every_figure_in_headless_chromium(results: Path,
+                                                               tmp_path: Path) -> None:
+    import subprocess
+
+    info = build_report(results, tmp_path / "out")
+    html = Path(info["html"])
+    # a page beside the report that loads it in a frame and lists images that did not load
+    probe = html.parent / "probe.html"
+    probe.write_text(
+        '<html><body><iframe id="r" src="report.html" width="1200" height="800"></iframe>'
+        '<pre id="out">waiting</pre><script>'
+        'document.getElementById("r").onload = () => { const d = '
+        'document.getElementById("r").contentDocument; const imgs = [...d.images];'
+        'const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src);'
+        'document.getElementById("out").textContent = "images=" + imgs.length + " bad=" + '
+        'JSON.stringify(bad); };</script></body></html>')
+    done = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+                           "--allow-file-access-from-files", "--virtual-time-budget=5000",
+                           "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                          timeout=120)
+    figures = [name for name, _ in info["figures"]]
+    assert f"images={len(figures)} bad=[]" in done.stdout, done.stdout[-2000:] + done.stderr
