@@ -80,6 +80,7 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_report_writes_every_file(results: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="figures need the plot extra")
     info = build_report(results, tmp_path / "out")
     out = tmp_path / "out"
     for name in ("report.md", "report.html", "kernels.csv", "collectives.csv"):
@@ -209,6 +210,7 @@ def test_cli(results: Path, tmp_path: Path, capsys: Any) -> None:
 
 
 def test_runs_of_two_machines_are_never_combined(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="figures need the plot extra")
     d = tmp_path / "two"
     d.mkdir()
     shutil.copyfile(FIXTURES / "results-1.1.0.h5", d / "here.h5")
@@ -224,6 +226,7 @@ def test_runs_of_two_machines_are_never_combined(tmp_path: Path) -> None:
 
 
 def test_scaling_figure_when_several_rank_counts_share_a_size(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="figures need the plot extra")
     d = tmp_path / "scale"
     d.mkdir()
     for p in (2, 4, 8):
@@ -245,6 +248,7 @@ def _chromium() -> str | None:
 @pytest.mark.skipif(_chromium() is None, reason="no Chromium here (Debian: apt install chromium)")
 def test_html_report_renders_every_figure_in_headless_chromium(results: Path,
                                                                tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="figures need the plot extra")
     import subprocess
 
     info = build_report(results, tmp_path / "out")
@@ -264,4 +268,18 @@ def test_html_report_renders_every_figure_in_headless_chromium(results: Path,
                            "--dump-dom", probe.as_uri()], capture_output=True, text=True,
                           timeout=120)
     figures = [name for name, _ in info["figures"]]
+    assert figures
     assert f"images={len(figures)} bad=[]" in done.stdout, done.stdout[-2000:] + done.stderr
+
+
+def test_tradeoff_script_draws_from_result_files(results: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="figures need the plot extra")
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "analysis" / "scripts" / "tradeoff.py"
+    main = runpy.run_path(str(script))["main"]
+    out = tmp_path / "tradeoff.png"
+    assert main([str(results), "-o", str(out), "--nprocs", "4"]) == 0
+    assert out.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="no case with d=3"):
+        main([str(results), "-o", str(out), "--d", "3"])
