@@ -124,6 +124,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                    command_line=args.command_line)
 
 
+@command("netem", "run a command over an emulated network link (tc tbf in a namespace)",
+         arg("--rate", required=True, help="link rate in tc syntax: 1gbit, 10gbit, 100mbit"),
+         arg("--burst", help="token-bucket size, e.g. 128kb (default: 4 ms of traffic)"),
+         arg("--latency", default="100ms", help="longest a packet may queue (default 100ms)"),
+         arg("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+             help="what to run, e.g. -- mpiexec -n 2 hpcq run job.toml"))
+def cmd_netem(args: argparse.Namespace) -> int:
+    from hpcq import netem
+
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    spec = netem.link(args.rate, args.burst, args.latency)
+    print(f"hpcq: emulated link {netem.describe(spec)} ({spec['rate_bits'] / 1e9:.3g} Gbit/s), "
+          f"MPI over TCP", file=sys.stderr, flush=True)
+    return netem.run(spec, command)
+
+
 @command("warmup", "compile the kernels of the given (or default) compressors into the cache",
          arg("--compressors", nargs="+", metavar="SPEC",
              help="specs (default: those of hpcq bench kernels and of the default job)"),

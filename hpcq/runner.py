@@ -42,6 +42,7 @@ from hpcq.config import (
     read_job,
     variants,
 )
+from hpcq.netem import check_link
 from hpcq.store import case_key
 
 __all__ = ["Case", "CheckFailed", "CollectivesTable", "Job", "JobError", "JobTable",
@@ -224,6 +225,7 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
         out = f"hpcq-{job.job.name}-{f'{slurm}-' if slurm else ''}{stamp}.h5"
     prov = provenance.collect(comm, config_toml=job.text, command_line=command_line)
     prov["cpu_binding"] = binding
+    prov.update(check_link(comm))  # an emulated link (hpcq netem): verified, recorded
     if overrides:
         prov["overrides"] = list(overrides)
     store = None

@@ -136,6 +136,7 @@ def main(args: argparse.Namespace) -> int:
     from hpcq import provenance
     from hpcq.affinity import bind_local_ranks
     from hpcq.collectives import idle_barrier
+    from hpcq.netem import check_link
     from hpcq.runner import CheckFailed, JobError
     from hpcq.store import case_key
 
@@ -147,8 +148,10 @@ def main(args: argparse.Namespace) -> int:
         if args.output
         else None
     )
+    link = check_link(comm)  # an emulated link (hpcq netem): verified, recorded
     if prov is not None:
         prov["cpu_binding"] = binding
+        prov.update(link)
     store = None
 
     def prepare() -> tuple[list[Case], list[str]]:
