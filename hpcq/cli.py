@@ -140,6 +140,22 @@ def cmd_netem(args: argparse.Namespace) -> int:
     return netem.run(spec, command)
 
 
+@command("merge", "combine result files (e.g. a job array's) into one new file",
+         arg("inputs", nargs="+", metavar="FILE.h5", help="result files of this schema version"),
+         arg("-o", "--output", required=True, metavar="OUT.h5", help="the new file"))
+def cmd_merge(args: argparse.Namespace) -> int:
+    from mpi4py import MPI
+
+    from hpcq import provenance
+    from hpcq.store import merge
+
+    prov = provenance.collect(MPI.COMM_SELF, command_line=args.command_line)
+    counts = merge(args.inputs, args.output, prov)
+    print(f"hpcq: {args.output}: {counts['cases']} case(s) from {counts['inputs']} file(s), "
+          f"{counts['duplicates']} duplicate(s) left out")
+    return 0
+
+
 @command("warmup", "compile the kernels of the given (or default) compressors into the cache",
          arg("--compressors", nargs="+", metavar="SPEC",
              help="specs (default: those of hpcq bench kernels and of the default job)"),

@@ -63,7 +63,7 @@ import contextlib
 import os
 import shutil
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -438,6 +438,66 @@ class ResultFile:
 
 
 # --- reading ----------------------------------------------------------------------------
+
+
+def merge(inputs: Sequence[str | Path], output: str | Path,
+          provenance: Mapping[str, Any]) -> dict[str, int]:
+    """Combine result files (e.g. the per-task files of a job array) into a new one.
+
+    The new file's run 0 is the merge itself (``provenance``); every run of every
+    input follows as a run of its own with the attribute ``source_file``, and
+    every complete case is copied as it is (datasets, units, attributes), its
+    ``run`` pointing to its input run and ``source_file`` naming its file.  A case
+    whose ``case_key`` an earlier input already holds is left out (a case run by
+    two tasks, or a file given twice); cases without a key are always kept.
+    Inputs must be readable hpcq files of this schema version; ``output`` must not
+    exist.  Written atomically like every change.
+
+    Returns
+    -------
+    dict
+        ``inputs``, ``cases`` (copied) and ``duplicates`` (left out).
+    """
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise ValueError("merge: give at least one result file")
+    for p in paths:
+        version = schema_version(p)
+        if _version_tuple(version)[:2] != _version_tuple(SCHEMA_VERSION)[:2]:
+            raise ValueError(f"merge: {str(p)!r} uses result schema {version}; this hpcq merges "
+                             f"files of schema {SCHEMA_VERSION} (it reads older ones)")
+    out = ResultFile(output, provenance)
+    counts = {"inputs": len(paths), "cases": 0, "duplicates": 0}
+
+    def copy_all(f: h5py.File) -> None:
+        seen: set[str] = set()
+        runs, cases = f["runs"], f["cases"]
+        for p in paths:
+            with h5py.File(p, "r") as src:
+                offset = len(runs)
+                for name in sorted(src["runs"]):
+                    g = runs.create_group(f"run{len(runs):04d}")
+                    _write_attrs(g, {k: _py(v) for k, v in src["runs"][name].attrs.items()})
+                    g.attrs["source_file"] = str(p)
+                for name in sorted(src["cases"]):
+                    case = src["cases"][name]
+                    if not _py(case.attrs.get("complete", False)):
+                        continue
+                    key = _py(case.attrs.get("case_key"))
+                    if key is not None and key in seen:
+                        counts["duplicates"] += 1
+                        continue
+                    if key is not None:
+                        seen.add(key)
+                    new = f"case{len(cases):05d}"
+                    src.copy(case, cases, name=new)
+                    cases[new].attrs["run"] = offset + int(_py(case.attrs.get("run", 0)))
+                    cases[new].attrs["source_file"] = str(p)
+                    counts["cases"] += 1
+
+    out._commit(copy_all)
+    out.close()
+    return counts
 
 
 def schema_version(path: str | Path) -> str:

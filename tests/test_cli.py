@@ -191,3 +191,13 @@ def test_failure_on_one_rank_aborts_all(mpirun, tmp_path: Path) -> None:
                   timeout=60)
     assert done.returncode != 0
     assert "[rank 1] hpcq: error: simulated failure on one rank" in done.stderr
+
+
+def test_merge_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fixture = REPO / "tests" / "fixtures" / "results-1.1.0.h5"
+    out = tmp_path / "all.h5"
+    assert main(["merge", str(fixture), str(fixture), "-o", str(out)]) == 0
+    assert "16 case(s) from 2 file(s), 16 duplicate(s) left out" in capsys.readouterr().out
+    assert len(read_cases(out)) == 16
+    assert main(["merge", str(tmp_path / "nope.h5"), "-o", str(tmp_path / "x.h5")]) == 2
+    assert "nope.h5" in _error_line(capsys.readouterr().err)

@@ -283,3 +283,22 @@ def test_tradeoff_script_draws_from_result_files(results: Path, tmp_path: Path) 
     assert out.stat().st_size > 10_000
     with pytest.raises(SystemExit, match="no case with d=3"):
         main([str(results), "-o", str(out), "--d", "3"])
+
+
+def test_report_on_array_task_files_equals_report_on_their_merge(tmp_path: Path) -> None:
+    from hpcq.store import merge
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    shutil.copyfile(FIXTURES / "results-1.1.0.h5", tasks / "task0.h5")
+    for p in (2, 4):
+        _extra(tasks / f"task{p}.h5", nprocs=p)
+    merged = tmp_path / "all.h5"
+    merge(sorted(tasks.glob("*.h5")), merged, PROV)
+    build_report(tasks, tmp_path / "from-tasks", plots=False)
+    build_report(merged, tmp_path / "from-merge", plots=False)
+    for name in ("kernels.csv", "collectives.csv"):
+        rows = [_csv(tmp_path / d / name) for d in ("from-tasks", "from-merge")]
+        strip = [[{k: v for k, v in r.items() if k not in ("file", "group")} for r in rs]
+                 for rs in rows]
+        assert strip[0] and sorted(map(str, strip[0])) == sorted(map(str, strip[1])), name

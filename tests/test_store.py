@@ -470,3 +470,36 @@ def test_reads_the_1_1_0_fixture() -> None:
         key = json.loads(c["case_key"])
         assert key["scheme"] == c["scheme"] and key["d"] == 1024
     assert [c["scheme"] for c in coll[:3]] == ["allreduce-fp32", "allgather", "allgather"]
+
+
+def test_merge_keeps_every_case_once_with_its_provenance(tmp_path: Path) -> None:
+    import shutil as sh
+
+    from hpcq.store import completed_keys, merge, read_attrs
+
+    a, b = tmp_path / "task0.h5", tmp_path / "task1.h5"
+    sh.copyfile(FIXTURES / "results-1.1.0.h5", a)
+    with ResultFile(b, {"software": "hpcq", "nprocs": 3, "hostnames": ["x", "y", "z"]}) as f:
+        f.write_case("collectives", "extra", {"d": 8}, {"total_s": (np.ones((3, 2)), "s")},
+                     key="extra-key")
+    out = tmp_path / "all.h5"
+    counts = merge([a, b, a], out, {"software": "hpcq", "command_line": "hpcq merge"})
+    assert counts == {"inputs": 3, "cases": 17, "duplicates": 16}
+    cases = read_cases(out)
+    assert len(cases) == 17 and completed_keys(out) == completed_keys(a) | {"extra-key"}
+    runs = read_runs(out)
+    assert runs[0]["command_line"] == "hpcq merge"
+    assert [r.get("source_file") for r in runs[1:]] == [str(a), str(b), str(a)]
+    extra = next(c for c in cases if c["label"] == "extra")
+    assert runs[extra["run"]]["nprocs"] == 3 and extra["source_file"] == str(b)
+    np.testing.assert_array_equal(extra["total_s"], np.ones((3, 2)))
+    assert extra["units"]["total_s"] == "s"
+    first = read_cases(a)[0]
+    assert runs[cases[0]["run"]]["source_file"] == str(a)
+    assert cases[0]["label"] == first["label"] and cases[0]["case_key"] == first["case_key"]
+    assert read_attrs(out)["hpcq_format"] == SCHEMA_VERSION
+    with pytest.raises(FileExistsError):
+        merge([a], out, {"software": "hpcq"})
+    with pytest.raises(ValueError, match="uses result schema 1.0.0"):
+        merge([FIXTURES / "results-1.0.0.h5"], tmp_path / "x.h5", {"software": "hpcq"})
+    assert not (tmp_path / "x.h5").exists()
