@@ -113,6 +113,7 @@ COMMANDS.register("bench")(Command("run a benchmark (hpcq bench kernels -h)", _c
          arg("--append", action="store_true", help="add to an existing result file"),
          arg("--resume", action="store_true",
              help="skip the cases the result file (-o) already holds; run the rest"),
+         arg("--shard", metavar="K/N", help="run only cases i with i %% N == K (array tasks)"),
          arg("--dry-run", action="store_true", help="print the expanded cases and exit"))
 def cmd_run(args: argparse.Namespace) -> int:
     from mpi4py import MPI
@@ -121,7 +122,43 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     return run_job(MPI.COMM_WORLD, args.job, output=args.output, append=args.append,
                    resume=args.resume, dry_run=args.dry_run, overrides=args.overrides,
-                   command_line=args.command_line)
+                   shard=args.shard, command_line=args.command_line)
+
+
+@command("submit", "render an sbatch script for a job file and submit it to SLURM",
+         arg("job", metavar="JOB.toml", help="the job file"),
+         arg("--nodes", type=int, default=1), arg("--ntasks-per-node", type=int, default=2),
+         arg("--cpus-per-task", type=int, default=1),
+         arg("--time", default="00:30:00", help="wall-clock limit (default 00:30:00)"),
+         arg("--partition"), arg("--account"), arg("--qos"), arg("--mem"), arg("--constraint"),
+         arg("--array", type=int, default=0, metavar="N",
+             help="split the job's cases over N array tasks (merge them with hpcq merge)"),
+         arg("--setup", action="append", default=[], metavar="COMMAND",
+             help="a command run first, e.g. 'module load mpi' (repeatable)"),
+         arg("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+             help="passed on to hpcq run"),
+         arg("--output-dir", default=".", help="where results and logs go (default: here)"),
+         arg("--dry-run", action="store_true", help="print the script; do not submit"),
+         arg("--wait", action="store_true", help="wait until the job ends (sbatch --wait)"))
+def cmd_submit(args: argparse.Namespace) -> int:
+    from hpcq.launch import Resources, render_sbatch, submit
+    from hpcq.runner import read_job
+
+    job = read_job(args.job, args.overrides)  # one-line errors naming the file, table, key
+    res = Resources(args.nodes, args.ntasks_per_node, args.cpus_per_task, args.time,
+                    args.partition, args.account, args.qos, args.mem, args.constraint,
+                    args.array, tuple(args.setup))
+    script = render_sbatch(str(Path(args.job).resolve()), job.job.name, res,
+                           output_dir=str(Path(args.output_dir).resolve()),
+                           overrides=args.overrides)
+    if args.dry_run:
+        print(script, end="")
+        return 0
+    path = Path(args.output_dir) / f"hpcq-{job.job.name}.sbatch"
+    path.write_text(script)
+    job_id = submit(path, wait=args.wait)
+    print(f"hpcq: submitted {path} as job {job_id}")
+    return 0
 
 
 @command("netem", "run a command over an emulated network link (tc tbf in a namespace)",

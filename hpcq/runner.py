@@ -159,7 +159,7 @@ def _describe(cases: Sequence[Case], done: set[str]) -> str:
 
 def run_job(comm: Any, path: str | None, *, output: str | None = None, append: bool = False,
             resume: bool = False, dry_run: bool = False, overrides: Sequence[str] = (),
-            command_line: list[str] | None = None) -> int:
+            shard: str | None = None, command_line: list[str] | None = None) -> int:
     """Run a job on every rank of ``comm``; rank 0 prints tables and writes the result file.
 
     Parameters
@@ -179,6 +179,8 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
         Print the expanded cases and exit.
     overrides : sequence of str
         ``TABLE.KEY=VALUE`` settings applied to the job file before validation.
+    shard : str, optional
+        ``"K/N"``: run only the cases whose index i has ``i % N == K`` (an array task).
     command_line : list of str, optional
         Recorded in the file (default ``sys.argv``).
 
@@ -195,6 +197,9 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
     def load() -> tuple[Job, list[Case], list[str], str, set[str]]:
         job = read_job(path, overrides)
         cases, notes = expand_job(job)
+        if shard is not None:
+            k, n = parse_shard(shard)
+            cases = cases[k::n]
         out = output or job.job.output
         if resume and not out:
             raise JobError("--resume needs the result file: give -o FILE.h5 or [job] output")
@@ -253,6 +258,18 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
                                        f"disagree) for: {'; '.join(failed)}; the results are "
                                        f"in {out}") if failed else None))
     return 0
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 0 <= K < N; JobError otherwise."""
+    k, slash, n = text.partition("/")
+    try:
+        kk, nn = int(k), int(n)
+    except ValueError:
+        kk, nn = -1, 0
+    if not slash or not 0 <= kk < nn:
+        raise JobError(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/4")
+    return kk, nn
 
 
 def _cost(case: Case) -> float:
