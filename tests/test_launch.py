@@ -99,3 +99,12 @@ def test_shards_split_the_cases(capsys: pytest.CaptureFixture[str]) -> None:
     assert sorted(parts) == sorted(ln.split(None, 1)[1] for ln in every)
     assert main(["run", job, "--dry-run", "--shard", "3/3"]) == 2
     assert "--shard '3/3'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "tests" / "golden").glob("*.sbatch"))
+                         + sorted((REPO / "jobs" / "slurm").glob("*.sbatch")))
+def test_scripts_are_valid_bash(path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
