@@ -134,7 +134,8 @@ def cmd_run(args: argparse.Namespace) -> int:
          arg("--array", type=int, default=0, metavar="N",
              help="split the job's cases over N array tasks (merge them with hpcq merge)"),
          arg("--setup", action="append", default=[], metavar="COMMAND",
-             help="a command run first, e.g. 'module load mpi' (repeatable)"),
+             help="a command run first, e.g. 'module load mpi' (repeatable; after the job "
+                  "file's [job] setup)"),
          arg("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
              help="passed on to hpcq run"),
          arg("--output-dir", default=".", help="where results and logs go (default: here)"),
@@ -147,7 +148,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     job = read_job(args.job, args.overrides)  # one-line errors naming the file, table, key
     res = Resources(args.nodes, args.ntasks_per_node, args.cpus_per_task, args.time,
                     args.partition, args.account, args.qos, args.mem, args.constraint,
-                    args.array, tuple(args.setup))
+                    args.array, (*job.job.setup, *args.setup))  # the job file's setup first
     script = render_sbatch(str(Path(args.job).resolve()), job.job.name, res,
                            output_dir=str(Path(args.output_dir).resolve()),
                            overrides=args.overrides)

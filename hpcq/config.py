@@ -46,6 +46,7 @@ class JobTable:
     seed: int = 0
     output: str = ""
     skip_unavailable: bool = False
+    setup: tuple[str, ...] = ()  # commands a batch script runs first (hpcq submit)
 
 
 @dataclass(frozen=True)

@@ -108,3 +108,17 @@ def test_scripts_are_valid_bash(path: Path) -> None:
 
     done = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_setup_from_the_job_file_comes_first(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    job = tmp_path / "j.toml"
+    job.write_text('format = "hpcq-job"\nversion = 1\n[job]\nname = "j"\n'
+                   'setup = ["module load mpi"]\n[collectives]\n')
+    assert main(["submit", str(job), "--setup", "source venv/bin/activate", "--dry-run"]) == 0
+    script = capsys.readouterr().out
+    assert script.index("module load mpi") < script.index("source venv/bin/activate")
+    job.write_text('format = "hpcq-job"\nversion = 1\n[job]\nsetup = ["a\\nb"]\n'
+                   '[collectives]\n')
+    assert main(["submit", str(job), "--dry-run"]) == 2
+    assert "one non-empty line" in capsys.readouterr().err
