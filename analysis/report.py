@@ -234,7 +234,10 @@ def provenance(path: Path) -> list[str]:
             f"{len(set(hosts))} host(s), {a.get('nprocs')} rank(s)",
             f"started {a.get('start_time')}",
             f"SLURM job {a.get('slurm_job_id') or 'none'}",
-            f"cpu_binding: {a.get('cpu_binding') or 'not recorded'}"]
+            f"cpu_binding: {a.get('cpu_binding') or 'not recorded'}",
+            "network: " + (f"emulated link {a['emulated_link']} (measured "
+                           f"{a.get('emulated_link_measured_gbit', float('nan')):.3g} Gbit/s)"
+                           if a.get("emulated_link") else "as is (no emulated link)")]
 
 
 def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, *,

@@ -302,3 +302,13 @@ def test_report_on_array_task_files_equals_report_on_their_merge(tmp_path: Path)
         strip = [[{k: v for k, v in r.items() if k not in ("file", "group")} for r in rs]
                  for rs in rows]
         assert strip[0] and sorted(map(str, strip[0])) == sorted(map(str, strip[1])), name
+
+
+def test_provenance_shows_an_emulated_link(tmp_path: Path) -> None:
+    d = tmp_path / "net"
+    d.mkdir()
+    _extra(d / "a.h5", dict(PROV, emulated_link="rate=1gbit,burst=500000,latency=100ms",
+                            emulated_link_measured_gbit=0.9996))
+    info = build_report(d, tmp_path / "out", plots=False)
+    text = Path(info["markdown"]).read_text()
+    assert "emulated link rate=1gbit,burst=500000,latency=100ms (measured 1 Gbit/s)" in text
