@@ -19,7 +19,7 @@ import numpy as np
 from hpcq.compressors import REGISTRY
 from hpcq.compressors.affine import ROUND_DELTA
 from hpcq.compressors.base import Keys, Param
-from hpcq.compressors.topk import SPARSE_PARAMS, SparseCodec, read_sparse, sparse_nbytes
+from hpcq.compressors.topk import SPARSE_PARAMS, SparseCodec, sparse_nbytes
 from hpcq.kernels import sparsify, subset
 from hpcq.kernels.rng import PURPOSE_INDICES, derive_key
 
@@ -74,16 +74,8 @@ class RandK(SparseCodec):
         return self._write(out, sparsify.randk_encode(y, bitmap, k, self.p["bits"], not shared,
                                                       keys.private))
 
-    decodes_into = True
+    def _scale(self, n: int, k: int) -> float:
+        return n / k if k else 1.0
 
-    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int,
-                        out: np.ndarray | None = None, add: bool = False) -> np.ndarray:
-        k, bits = self.k_for(n), self.p["bits"]
-        vals, codes, m, idx = read_sparse(payload, k, bits)
-        mult = n / k if k else 1.0
-        if self.p["shared"]:
-            bitmap = subset.sample_bitmap(n, k, keys.indices)
-            return sparsify.sparse_decode(n, k, vals, codes, bits, m, mult, bitmap=bitmap,
-                                          out=out, add=add)
-        return sparsify.sparse_decode(n, k, vals, codes, bits, m, mult, idx_buf=idx, out=out,
-                                      add=add)
+    def _shared_bitmap(self, n: int, k: int, keys: Keys) -> np.ndarray | None:
+        return subset.sample_bitmap(n, k, keys.indices) if self.p["shared"] else None

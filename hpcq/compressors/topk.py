@@ -95,6 +95,25 @@ class SparseCodec(Compressor):
         write_sparse(out, idx, vals, codes, m, self.p["bits"])
         return 0
 
+    def _scale(self, n: int, k: int) -> float:
+        """The factor every kept value is decoded with (random-k: n/k)."""
+        return 1.0
+
+    def _shared_bitmap(self, n: int, k: int, keys: Keys) -> np.ndarray | None:
+        """The kept positions when both ends derive them (random-k shared); None: sent."""
+        return None
+
+    decodes_into = True
+
+    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int,
+                        out: np.ndarray | None = None, add: bool = False) -> np.ndarray:
+        k, bits = self.k_for(n), self.p["bits"]
+        vals, codes, m, idx = read_sparse(payload, k, bits)
+        bitmap = self._shared_bitmap(n, k, keys)
+        return sparsify.sparse_decode(n, k, vals, codes, bits, m, self._scale(n, k),
+                                      idx_buf=idx if bitmap is None else None, bitmap=bitmap,
+                                      out=out, add=add)
+
 
 @REGISTRY.register("topk")
 class TopK(SparseCodec):
@@ -132,11 +151,3 @@ class TopK(SparseCodec):
         return self._write(out, sparsify.topk_encode(y, self.k_for(y.shape[0]), self.p["bits"],
                                                      keys.private))
 
-    decodes_into = True
-
-    def _decode_payload(self, payload: np.ndarray, n: int, keys: Keys, aux: int,
-                        out: np.ndarray | None = None, add: bool = False) -> np.ndarray:
-        k, bits = self.k_for(n), self.p["bits"]
-        vals, codes, m, idx = read_sparse(payload, k, bits)
-        return sparsify.sparse_decode(n, k, vals, codes, bits, m, 1.0, idx_buf=idx, out=out,
-                                      add=add)
