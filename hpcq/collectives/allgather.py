@@ -54,9 +54,14 @@ def gather_counts(comm: Any, n: int) -> np.ndarray:
     return counts
 
 
-def _start(comm: Any, msg: np.ndarray, fixed: int | None, *, blocking: bool
-           ) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Exchange the messages: (received bytes, counts, request or None when blocking)."""
+def _start(comm: Any, msg: np.ndarray, fixed: int | None, *, blocking: bool,
+           counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Exchange the messages: (received bytes, counts, request or None when blocking).
+
+    ``fixed``: every message has this length (``Allgather``).  Otherwise the
+    lengths are ``counts`` when every rank knows them, else allgathered first,
+    and the messages follow by ``Allgatherv``.
+    """
     from mpi4py import MPI
 
     p = comm.Get_size()
@@ -67,7 +72,8 @@ def _start(comm: Any, msg: np.ndarray, fixed: int | None, *, blocking: bool
             comm.Allgather([msg, MPI.BYTE], [recv, MPI.BYTE])
             return recv, counts, None
         return recv, counts, comm.Iallgather([msg, MPI.BYTE], [recv, MPI.BYTE])
-    counts = gather_counts(comm, int(msg.shape[0]))
+    if counts is None:
+        counts = gather_counts(comm, int(msg.shape[0]))
     recv = np.empty(int(counts.sum()), dtype=np.uint8)
     displs = np.concatenate(([0], np.cumsum(counts)[:-1]))
     spec = [recv, (counts, displs), MPI.BYTE]

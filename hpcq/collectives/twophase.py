@@ -166,9 +166,13 @@ def _phase2(comm: Any, ph: _Phase1, comp: Compressor, server: ErrorFeedback | No
     msg = encode_own(chunk, comp, server, seed=second_seed(seed), step=step,
                      rank=p * p + rank)
     t2 = MPI.Wtime()
-    same = plan.fixed is not None and len(set(plan.fixed)) == 1
-    # equal chunk messages: Allgather; lengths that differ (d % p, or a variable codec): Allgatherv
-    recv2, counts2, _ = _start(comm, msg, plan.fixed[0] if same else None, blocking=True)
+    # equal chunk messages: Allgather; lengths that differ: Allgatherv, with the lengths
+    # known to every rank from the plan (d % p != 0) or exchanged first (a variable codec)
+    if plan.fixed is not None and len(set(plan.fixed)) == 1:
+        recv2, counts2, _ = _start(comm, msg, plan.fixed[0], blocking=True)
+    else:
+        known = None if plan.fixed is None else np.array(plan.fixed, dtype=np.int64)
+        recv2, counts2, _ = _start(comm, msg, None, blocking=True, counts=known)
     t3 = MPI.Wtime()
     mean = np.empty(b[-1], dtype=np.float32)
     for j, m in enumerate(split(recv2, counts2)):  # each chunk decoded in place
