@@ -201,9 +201,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
              "the parallel kernels are compiled too when numba has > 1 thread (default 10)"))
 def cmd_warmup(args: argparse.Namespace) -> int:
     import numba
-    import numpy as np
 
     from hpcq.bench import kernels, resolve_compressors
+    from hpcq.kernels._config import PARALLEL_MIN_ELEMENTS
     from hpcq.runner import read_job
 
     specs = args.compressors
@@ -214,13 +214,9 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     comps, notes = resolve_compressors(specs, skip_unavailable=args.compressors is None)
     for note in notes:
         print(f"hpcq: note: {note}", file=sys.stderr)
-    seconds = kernels.compile_kernels([c for _, c in comps], kernels.parse_sizes(args.sizes))
-    # the 16-bit sums of the fp16/bf16 baselines and ps-reduce are kernels too
-    from hpcq.kernels import cast
-
-    words = np.zeros(1000, dtype=np.uint16)
-    for kind in ("fp16", "bf16"):
-        cast.sum16(kind, words, words.copy())
+    sizes = kernels.parse_sizes(args.sizes)
+    seconds = kernels.compile_kernels([c for _, c in comps], sizes)
+    seconds += kernels.compile_sums(big=max(sizes) >= PARALLEL_MIN_ELEMENTS)
     cache = os.environ.get("NUMBA_CACHE_DIR") or "beside the installed kernels (__pycache__)"
     print(f"hpcq: {len(comps)} compressors ready in {seconds:.1f} s "
           f"({numba.get_num_threads()} numba threads; cache {cache})")

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from hpcq.bench import guarantees, resolve_compressors
-from hpcq.bench.kernels import compile_kernels
+from hpcq.bench.kernels import compile_kernels, compile_sums
 from hpcq.collectives import SCHEMES, chunk_bounds
 from hpcq.compressors import Compressor, compressor
 
@@ -185,9 +185,6 @@ def compile_for(cases: Sequence[Case], *, nprocs: int | None = None) -> float:
     ``nprocs``, the exact chunk lengths of ``two-phase`` (without it, the serial and
     parallel paths still cover every chunk).
     """
-    import numba
-
-    from hpcq.kernels import cast
     from hpcq.kernels._config import PARALLEL_MIN_ELEMENTS
 
     t0 = time.perf_counter()
@@ -209,13 +206,7 @@ def compile_for(cases: Sequence[Case], *, nprocs: int | None = None) -> float:
                     comp.decode(comp.encode(np.ones(n, dtype=np.float32)))
         big = big or max(lengths) >= PARALLEL_MIN_ELEMENTS
     compile_kernels(list(comps.values()), [PARALLEL_MIN_ELEMENTS] if big else [])
-    lengths = [1000]
-    if big and numba.get_num_threads() > 1:
-        lengths.append(PARALLEL_MIN_ELEMENTS)
-    for kind in sorted(kinds):
-        for n in lengths:
-            words = np.zeros(n, dtype=np.uint16)
-            cast.sum16(kind, words, words.copy())
+    compile_sums(sorted(kinds), big=big)
     return time.perf_counter() - t0
 
 

@@ -101,6 +101,27 @@ def compile_kernels(comps: Sequence[Compressor], sizes: Sequence[int] = ()) -> f
     return time.perf_counter() - t0
 
 
+def compile_sums(kinds: Sequence[str] = ("fp16", "bf16"), big: bool = False) -> float:
+    """Compile (or load) the 16-bit sums of the fp16/bf16 baselines and ``ps-reduce``.
+
+    ``big``: the parallel variant too, when numba has more than one thread.
+    """
+    import numba
+
+    from hpcq.kernels import cast
+    from hpcq.kernels._config import PARALLEL_MIN_ELEMENTS
+
+    t0 = time.perf_counter()
+    lengths = [1000]
+    if big and numba.get_num_threads() > 1:
+        lengths.append(PARALLEL_MIN_ELEMENTS)
+    for kind in kinds:
+        for n in lengths:
+            words = np.zeros(n, dtype=np.uint16)
+            cast.sum16(kind, words, words.copy())
+    return time.perf_counter() - t0
+
+
 def _samples(fn: Callable[[], Any], n: int) -> np.ndarray:
     out = np.empty(n)
     for i in range(n):
