@@ -137,8 +137,9 @@ def average_messages(comp: Compressor, messages: Sequence[np.ndarray], d: int) -
     """The float32 mean of ``comp.decode(m)`` over ``messages``, summed in list order.
 
     The first message is decoded into a new vector and every further one is
-    decoded and added into it in one pass (``decode(out=, add=True)``): no
-    d-length array per message.  Accumulates in float32 (the rounding, about
+    added into it by ``decode(out=, add=True)``: in one pass and with no d-length
+    array per message for the codecs that decode into a vector (``decodes_into``),
+    by decoding and then adding for the others.  Accumulates in float32 (the rounding, about
     p * 2^-24 relative, is far below any codec's own error) and divides by
     ``len(messages)`` at the end.
     """
