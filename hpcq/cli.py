@@ -85,6 +85,48 @@ def cmd_compressors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_params(listing: dict[str, dict[str, Any]], width: int) -> None:
+    for name, info in listing.items():
+        params = "; ".join(
+            f"{k}={v['default']}" + (f" ({'|'.join(map(str, v['choices']))})" if v.get("choices")
+                                     else "")
+            for k, v in info["params"].items()) or "-"
+        print(f"{name:<{width}}{info['summary']}\n{'':<{width}}parameters: {params}")
+
+
+@command("methods", "list every training method ([train] methods)",
+         arg("--json", action="store_true", help="print JSON instead of a table"))
+def cmd_methods(args: argparse.Namespace) -> int:
+    from hpcq.algorithms import methods
+
+    listing = methods()
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for info in listing.values():
+        if info["takes_compressor"]:
+            info["summary"] += " [over the job's compressors]"
+    _print_params(listing, 12)
+    print("# [over the job's compressors]: crossed with [train] compressors; the others build "
+          "their own")
+    return 0
+
+
+@command("problems", "list every problem ([train] problems)",
+         arg("--json", action="store_true", help="print JSON instead of a table"))
+def cmd_problems(args: argparse.Namespace) -> int:
+    from hpcq.problems import problems
+
+    listing = problems()
+    if args.json:
+        print(json.dumps(listing, indent=2, default=str))
+        return 0
+    _print_params(listing, 12)
+    print("# data=sklearn:NAME (scikit-learn's bundled datasets) or a path to a LIBSVM/svmlight "
+          "text file, .npz or .h5 file")
+    return 0
+
+
 def _configure_bench(p: argparse.ArgumentParser) -> None:
     from hpcq.bench import BENCHES
 
@@ -210,7 +252,9 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     if specs is None:
         job = read_job(None)
         specs = [*kernels.DEFAULT_SPECS, *(job.kernels.compressors if job.kernels else ()),
-                 *(s for c in job.collectives for s in c.compressors)]
+                 *(s for c in job.collectives for s in c.compressors),
+                 *(s for t in job.train for s in t.compressors),
+                 "fixedrange:bits=2.5", "vqsgd", "sign:bucket=0"]
     comps, notes = resolve_compressors(specs, skip_unavailable=args.compressors is None)
     for note in notes:
         print(f"hpcq: note: {note}", file=sys.stderr)

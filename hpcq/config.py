@@ -73,20 +73,49 @@ class CollectivesTable:
 
 
 @dataclass(frozen=True)
+class TrainTable:
+    """``[train]``: training runs of :mod:`hpcq.algorithms` on a problem of :mod:`hpcq.problems`.
+
+    Cases are the product of ``problems``, ``seeds`` (realizations: the problem's
+    data and the run's randomness; empty means the job's seed) and ``methods``;
+    a method that runs over a compressor is crossed with ``compressors``, one with
+    a ``bits`` parameter its spec does not set with ``bits`` (when non-empty).
+    """
+
+    problems: tuple[str, ...] = ("lstsq:m=256,n=64,kappa=10",)
+    methods: tuple[str, ...] = ("gd", "dqgd:bits=4")
+    compressors: tuple[str, ...] = ("fp32",)
+    bits: tuple[float, ...] = ()
+    scheme: str = "allgather"
+    iterations: int = 100
+    step: float = 0.0
+    batch: int = 0
+    staleness: int = 0
+    log_every: int = 1
+    seeds: tuple[float, ...] = ()  # realizations (data and randomness); () = [job] seed
+
+
+@dataclass(frozen=True)
 class Job:
     """A validated job: its tables (None or empty where absent), sweep, source and text."""
 
     job: JobTable
     kernels: KernelsTable | None
     collectives: tuple[CollectivesTable, ...]
+    train: tuple[TrainTable, ...]
     sweep: tuple[tuple[str, tuple[Any, ...]], ...]
     source: str
     text: str
 
 
 _TABLES: dict[str, type] = {"job": JobTable, "kernels": KernelsTable,
-                            "collectives": CollectivesTable}
-_MINIMA = {"seed": 0, "repeats": 1, "warmup": 0, "threads": 0, "iterations": 1}
+                            "collectives": CollectivesTable, "train": TrainTable}
+#: Tables that may be given as arrays of tables (``[[collectives]]``).
+_BLOCKS = ("collectives", "train")
+_MINIMA = {"seed": 0, "repeats": 1, "warmup": 0, "threads": 0, "iterations": 1, "step": 0.0,
+           "batch": 0, "staleness": 0, "log_every": 1}
+#: List keys whose items are numbers, not strings.
+_NUMBER_LISTS = {"bits", "seeds"}
 
 
 def _toml(value: Any) -> str:
@@ -96,9 +125,15 @@ def _toml(value: Any) -> str:
 
 def _value(source: str, name: str, key: str, value: Any, default: Any) -> Any:
     """``value`` checked against the type of ``default`` (tuples: lists of strings)."""
-    if isinstance(default, tuple):
+    if isinstance(default, tuple) and key in _NUMBER_LISTS:
+        ok = isinstance(value, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        want, value = "a list of numbers", tuple(float(v) for v in value) if ok else value
+    elif isinstance(default, tuple):
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         want, value = "a list of strings", tuple(value) if ok else value
+    elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        ok, want, value = True, "a number", float(value)
     else:
         # bool is an int in Python; TOML's true must not pass as a count, nor 1 as a flag
         ok = type(value) is type(default)
@@ -206,15 +241,18 @@ def parse_job(text: str, source: str, overrides: Sequence[str] = ()) -> Job:
     if unknown:
         raise JobError(f"{source}: unknown table or key {unknown[0]!r}; valid: format, version, "
                        + ", ".join(f"[{t}]" for t in (*_TABLES, "sweep")))
-    if "kernels" not in doc and "collectives" not in doc:
-        raise JobError(f"{source}: nothing to run; add a [kernels] or [collectives] table")
-    raw = doc.get("collectives", [])
-    blocks = raw if isinstance(raw, list) else [raw]
-    collectives = tuple(_table(source, "collectives", b) for b in blocks)
+    if not any(t in doc for t in ("kernels", "collectives", "train")):
+        raise JobError(f"{source}: nothing to run; add a [kernels], [collectives] or [train] "
+                       f"table")
+    blocks = {}
+    for name in _BLOCKS:
+        raw = doc.get(name, [])
+        blocks[name] = tuple(_table(source, name, b)
+                             for b in (raw if isinstance(raw, list) else [raw]))
     sweep = _sweep(source, doc["sweep"], doc) if "sweep" in doc else ()
     return Job(_table(source, "job", doc.get("job", {})),
                _table(source, "kernels", doc["kernels"]) if "kernels" in doc else None,
-               collectives, sweep, source, text)
+               blocks["collectives"], blocks["train"], sweep, source, text)
 
 
 def read_job(path: str | None, overrides: Sequence[str] = ()) -> Job:
@@ -240,9 +278,9 @@ def variants(job: Job) -> list[tuple[tuple[tuple[str, Any], ...], Job]]:
         j = job
         for path, value in point:
             name, _, key = path.partition(".")
-            if name == "collectives":
-                j = dataclasses.replace(j, collectives=tuple(
-                    dataclasses.replace(b, **{key: value}) for b in j.collectives))
+            if name in _BLOCKS:
+                j = dataclasses.replace(j, **{name: tuple(
+                    dataclasses.replace(b, **{key: value}) for b in getattr(j, name))})
             else:
                 j = dataclasses.replace(j, **{name: dataclasses.replace(getattr(j, name),
                                                                           **{key: value})})

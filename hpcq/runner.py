@@ -83,7 +83,7 @@ def expand_job(job: Job) -> tuple[list[Case], list[str]]:
 
     Raises :class:`JobError` naming the table and key of anything invalid.
     """
-    from hpcq.bench import collectives, kernels
+    from hpcq.bench import collectives, kernels, train
 
     cases: dict[str, Case] = {}
     notes: list[str] = []
@@ -110,6 +110,15 @@ def expand_job(job: Job) -> tuple[list[Case], list[str]]:
             for cc in expanded:
                 key = case_key({"kind": "collectives", **cc.params(), "check": c.check})
                 cases.setdefault(key, Case("collectives", cc.label, key, cc, point, c.check))
+        for i, t in enumerate(j.train):
+            where = f"{source}: [train]" + (f" block {i + 1}" if len(j.train) > 1 else "")
+            try:
+                expanded_t = train.expand(t, seed, where)
+            except ValueError as e:
+                raise JobError(str(e)) from None
+            for tc in expanded_t:
+                key = case_key(tc.params())
+                cases.setdefault(key, Case("train", tc.label, key, tc, point))
     return list(cases.values()), notes
 
 
@@ -247,8 +256,8 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
     if rank == 0 and resume:
         print(f"hpcq: resuming {out}: {len(cases) - len(todo)} of {len(cases)} cases already "
               f"there", file=sys.stderr)
-    order = [c for c in todo if c.kind != "collectives"] + [c for c in todo
-                                                             if c.kind == "collectives"]
+    rank_of = {"collectives": 1, "train": 2}
+    order = sorted(todo, key=lambda c: rank_of.get(c.kind, 0))  # stable: file order kept
     progress = Progress(len(order), weights=[_cost(c) for c in order]) if rank == 0 else None
     failed = _run_cases(comm, job, order, store, progress)
     if store is not None:
@@ -274,10 +283,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def _cost(case: Case) -> float:
     """A case's rough relative run time (for the progress estimate)."""
-    from hpcq.bench import collectives
+    from hpcq.bench import collectives, train
 
     if case.kind == "collectives":
         return collectives.cost(case.bench)
+    if case.kind == "train":
+        return train.cost(case.bench)
     b = case.bench
     return (2 * b.repeats + b.warmup + 2) * (b.d + 20_000.0)
 
@@ -287,13 +298,14 @@ def _run_cases(comm: Any, job: Job, cases: Sequence[Case], store: Any, progress:
     """Compile, run every case, write each at once; return the labels of failed checks."""
     import numba
 
-    from hpcq.bench import collectives, collectives_table, kernels
+    from hpcq.bench import collectives, collectives_table, kernels, train
     from hpcq.collectives import idle_barrier
     from hpcq.compressors import compressor
 
     rank = comm.Get_rank()
     kcases = [c for c in cases if c.kind.startswith("kernels")]
     ccases = [c for c in cases if c.kind == "collectives"]
+    tcases = [c for c in cases if c.kind == "train"]
     kthreads = job.kernels.threads if job.kernels else 0
     # Rank 0 compiles (or loads) every kernel first; the others then find them in
     # the numba cache instead of compiling the same functions at the same time.
@@ -302,6 +314,8 @@ def _run_cases(comm: Any, job: Job, cases: Sequence[Case], store: Any, progress:
         with numba_threads(kthreads):
             comps = [compressor(c.bench.what) for c in kcases if c.kind == "kernels"]
             seconds += kernels.compile_kernels(comps, sorted({c.bench.d for c in kcases}))
+        if tcases:
+            seconds += train.compile_for([c.bench for c in tcases])
         print(f"hpcq: kernels ready in {seconds:.1f} s", file=sys.stderr)
     idle_barrier(comm)
     failed: list[str] = []
@@ -340,6 +354,18 @@ def _run_cases(comm: Any, job: Job, cases: Sequence[Case], store: Any, progress:
             idle_barrier(comm)
         if rank == 0:
             print(collectives_table.format_table(rows, nprocs=comm.Get_size()), flush=True)
+    if tcases:
+        rows = []
+        for c in tcases:
+            result = train.run_case(comm, c.bench)
+            if result is not None:
+                attrs, data, row = result
+                rows.append(row)
+                _write(store, c, attrs, data)
+                progress(c.label)
+            idle_barrier(comm)
+        if rank == 0:
+            print(train.format_table(rows, nprocs=comm.Get_size()), flush=True)
     return failed
 
 

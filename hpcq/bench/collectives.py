@@ -35,7 +35,9 @@ included: they are in the messages; a message for all ranks counts once).
 
 Attributes: scheme, spec (canonical; the cast for a baseline), spec_given, d, log2_d,
 nprocs, iterations, warmup, seed, logical_bytes (4 d), wire_bytes_per_rank (mean of
-bytes_sent over ranks), bits_per_coordinate (8 wire / d); latency_avg_s,
+bytes_sent over ranks), bits_per_coordinate (8 wire / d),
+theory_bits_per_coordinate (the papers' count for one rank's message: payload +
+side bits of :meth:`~hpcq.compressors.base.Compressor.theory_bits`, over d); latency_avg_s,
 latency_min_s, latency_max_s (of ``total_s`` over ranks and calls), latency_p50_s,
 latency_p99_s (percentiles over calls of the slowest rank's ``total_s``: the time to
 complete the collective); encode_median_s, comm_median_s, decode_median_s (median
@@ -375,6 +377,9 @@ def run_case(
         "logical_bytes": 4 * d,
         "wire_bytes_per_rank": wire,
         "bits_per_coordinate": 8.0 * wire / d,
+        # the papers' count for one rank's message of d entries (values or indices, then
+        # scales and norms; no hpcq header), whatever the scheme does with it
+        "theory_bits_per_coordinate": sum(comp.theory_bits(d)) / d,
         "latency_avg_s": float(total.mean()),
         "latency_min_s": float(total.min()),
         "latency_max_s": float(total.max()),

@@ -168,12 +168,17 @@ def idle_barrier(comm: Any, poll_s: float = 0.005) -> None:
 
 # Importing the scheme modules registers them.
 from hpcq.collectives.allgather import Pending, allgather_mean, iallgather_mean  # noqa: E402
-from hpcq.collectives.baselines import allreduce_cast_mean, allreduce_mean  # noqa: E402
+from hpcq.collectives.baselines import (  # noqa: E402
+    allreduce_cast_mean,
+    allreduce_mean,
+    iallreduce_mean,
+)
 from hpcq.collectives.ps import ps_mean, ps_reduce_mean  # noqa: E402
 from hpcq.collectives.twophase import itwo_phase_mean, two_phase_mean  # noqa: E402
 
 __all__ = [
     "SCHEMES", "Pending", "Scheme", "Stats", "allgather_mean", "allreduce_cast_mean",
-    "allreduce_mean", "average_messages", "chunk_bounds", "iallgather_mean", "idle_barrier",
+    "allreduce_mean", "average_messages", "chunk_bounds", "iallgather_mean", "iallreduce_mean",
+    "idle_barrier",
     "itwo_phase_mean", "ps_mean", "ps_reduce_mean", "register", "second_seed", "two_phase_mean",
 ]

@@ -52,6 +52,32 @@ def allreduce_mean(comm: Any, x: np.ndarray) -> tuple[np.ndarray, Stats]:
     return out, Stats(0.0, t1 - t0, t2 - t1, x32.nbytes, x32.nbytes)
 
 
+def iallreduce_mean(comm: Any, x: np.ndarray) -> Any:
+    """Start :func:`allreduce_mean` with ``Iallreduce``; returns a :class:`Pending`.
+
+    ``wait()`` gives ``(mean, stats)``: the staleness of the asynchronous gradient
+    methods (:mod:`hpcq.algorithms`) needs an uncompressed baseline that can overlap too.
+    """
+    from mpi4py import MPI
+
+    from hpcq.collectives.allgather import Pending
+
+    t0 = MPI.Wtime()
+    p = comm.Get_size()
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty_like(x32)
+    request = comm.Iallreduce([x32, MPI.FLOAT], [out, MPI.FLOAT], op=MPI.SUM)
+    stats = Stats(0.0, MPI.Wtime() - t0, 0.0, x32.nbytes, x32.nbytes)
+
+    def finish(st: Stats) -> np.ndarray:
+        t = MPI.Wtime()
+        np.divide(out, p, out=out)
+        st.decode_s += MPI.Wtime() - t
+        return out
+
+    return Pending([request], finish, stats, keep=(x32, out))
+
+
 @cache
 def sum16_op(kind: str) -> Any:
     """The commutative MPI operation summing uint16 words as ``kind`` ("fp16" or "bf16").

@@ -95,6 +95,13 @@ class AffineQuantizer(Compressor):
     def _payload_nbytes(self, n: int) -> int:
         return quantize.payload_nbytes(n, **self._layout_args())
 
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """``(n ceil(log2 nlev), 32 per float32 scale)``; the codes are one stream (< 8 bits
+        of padding on the wire)."""
+        a = self._layout_args()
+        return (n * quantize.code_width(a["nlev"]),
+                32 * quantize.n_scales(n, a["bucket"], a["mode"]))
+
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
         if quantize.quantize(y, out, stochastic=self.p["rounding"] == "stochastic",
                              key=int(keys.private), **self._layout_args()):

@@ -248,6 +248,14 @@ class Compressor:
         """Exact payload length for ``n`` (possibly padded) entries, or None if data-dependent."""
         raise NotImplementedError
 
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """``(payload_bits, side_bits)`` the papers count for ``n >= 1`` encoded entries.
+
+        See :meth:`theory_bits`; the wire payload (:meth:`_payload_nbytes`) holds these
+        bits plus the padding of each bit stream to a whole byte (documented per codec).
+        """
+        raise NotImplementedError
+
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
         """Encode float32 ``y`` into the payload view ``out``; return the aux word.
 
@@ -310,6 +318,31 @@ class Compressor:
             raise ValueError(f"d must be >= 0, got {d}")
         pn = self._payload_nbytes(self._layout(d)[1])
         return None if pn is None else HEADER_BYTES + pn
+
+    def theory_bits(self, d: int) -> tuple[int, int]:
+        """(payload_bits, side_bits) of one message of length d, as the papers count them.
+
+        * ``payload_bits``: what the papers' formulas count for the values, levels or
+          indices (fp32 ``32 d``, QSGD ``d ceil(log2(2s + 1))``, top-k ``k (32 +
+          ceil(log2 d))``, vqSGD ``s ceil(log2 N)``, ...; each codec's ``_theory_bits``
+          says which);
+        * ``side_bits``: every scale, norm or range that has to travel with them (32 per
+          float32 scale; 0 for a range both ends know, as in fixedrange).
+
+        Neither counts the :data:`HEADER_BYTES` header (wire overhead, in
+        :meth:`wire_bytes`) nor the padding of bit streams to whole bytes, so
+        ``payload_bits + side_bits <= 8 (wire_bytes(d) - HEADER_BYTES)``, short by less
+        than 8 bits per packed stream for ``d >= 1``.  With a Hadamard rotation prefix
+        the codec encodes the ``n = self._layout(d)[1]`` entries of the padded, rotated
+        vector, and the counts are those of ``n``; the rotation itself costs nothing (its
+        signs come from the shared seed).  ``(0, 0)`` for ``d = 0``.
+        """
+        if d < 0:
+            raise ValueError(f"d must be >= 0, got {d}")
+        if d == 0:
+            return 0, 0
+        payload, side = self._theory_bits(self._layout(d)[1])
+        return int(payload), int(side)
 
     def bits_per_coordinate(self, d: int) -> float | None:
         """Wire bits per input coordinate for length ``d``, header included."""
@@ -417,17 +450,9 @@ class Compressor:
     #: True when :meth:`_decode_payload` writes into (or adds to) an ``out`` it is given.
     decodes_into: ClassVar[bool] = False
 
-    def decode(self, buf: np.ndarray, *, out: np.ndarray | None = None,
-               add: bool = False) -> np.ndarray:
-        """Decode a message made by :meth:`encode` of an equal compressor; float32 of length d.
-
-        With ``out`` (a writeable C-contiguous float32 vector of length d) the result
-        is written there, or added to it when ``add`` is True, and ``out`` is
-        returned: averaging p messages then needs no d-length array per message,
-        nor a separate pass to add it (codecs with ``decodes_into`` do it in their
-        kernel; the others decode, then copy or add).  If decoding fails on a
-        corrupted payload, ``out`` may be partly written.
-        """
+    def _check_message(self, buf: np.ndarray) -> tuple[Header, int, int]:
+        """``(header, rotation block or 0, n)`` of a message this decoder can read;
+        ValueError if the codec, parameters, rotation or payload length differ."""
         h = parse_header(buf)
         if h.codec_id != self.codec_id:
             raise ValueError(f"message was encoded by codec id {h.codec_id} "
@@ -443,6 +468,20 @@ class Compressor:
         if pn is not None and pn != h.payload_nbytes:
             raise ValueError(f"payload is {h.payload_nbytes} bytes; {self.spec} with d={h.d} "
                              f"takes {pn}")
+        return h, block, n
+
+    def decode(self, buf: np.ndarray, *, out: np.ndarray | None = None,
+               add: bool = False) -> np.ndarray:
+        """Decode a message made by :meth:`encode` of an equal compressor; float32 of length d.
+
+        With ``out`` (a writeable C-contiguous float32 vector of length d) the result
+        is written there, or added to it when ``add`` is True, and ``out`` is
+        returned: averaging p messages then needs no d-length array per message,
+        nor a separate pass to add it (codecs with ``decodes_into`` do it in their
+        kernel; the others decode, then copy or add).  If decoding fails on a
+        corrupted payload, ``out`` may be partly written.
+        """
+        h, block, n = self._check_message(buf)
         if out is not None and not (out.dtype == np.float32 and out.shape == (h.d,)
                                     and out.flags.c_contiguous and out.flags.writeable):
             raise ValueError(f"{self.name}: out must be a writeable C-contiguous float32 vector "

@@ -38,6 +38,10 @@ class FP32(Compressor):
     def _payload_nbytes(self, n: int) -> int:
         return 4 * n
 
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """``(32 n, 0)``: the values, nothing else; the wire adds no padding."""
+        return 32 * n, 0
+
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
         if checks.first_nonfinite(y) >= 0:
             raise NonFiniteInputError
@@ -73,6 +77,10 @@ class FP16(Compressor):
     def _payload_nbytes(self, n: int) -> int:
         return 2 * n
 
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """``(16 n, 0)``: the values, nothing else; the wire adds no padding."""
+        return 16 * n, 0
+
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
         if cast.to_fp16(y, out.view(np.uint16)):
             if checks.first_nonfinite(y) >= 0:
@@ -106,6 +114,10 @@ class BF16(Compressor):
 
     def _payload_nbytes(self, n: int) -> int:
         return 2 * n
+
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """``(16 n, 0)``: the values, nothing else; the wire adds no padding."""
+        return 16 * n, 0
 
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
         if cast.to_bf16(y, out.view(np.uint16)):

@@ -79,6 +79,12 @@ class FixedRange(Compressor):
     def _payload_nbytes(self, n: int) -> int:
         return (fixedrange.total_bits(n, self.p["bits"]) + 7) // 8
 
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """``(floor(n R), 0)``: DQ-GD's n R bits per iteration; the range is predetermined
+        (both ends compute it), so nothing else travels (DQ-GD's "range sent" variant adds
+        its 32 bits itself).  Wire padding < 8 bits."""
+        return fixedrange.total_bits(n, self.p["bits"]), 0
+
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
         b0, bitmap, r = self._alloc(y.shape[0], keys)
         codes, clipped, bad = fixedrange.encode(y, b0, bitmap, r,

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from hpcq.compressors import REGISTRY
 from hpcq.compressors.affine import AffineQuantizer, affine_omega
-from hpcq.compressors.base import Param
+from hpcq.compressors.base import HEADER_BYTES, Param
 from hpcq.kernels import quantize
+from hpcq.kernels.bitpack import unpack_codes
 
 NORMS = {"l2": quantize.L2, "linf": quantize.MAXABS}
 DEFAULT_BITS = 4
@@ -61,6 +64,31 @@ class QSGD(AffineQuantizer):
     def _layout_args(self) -> dict[str, int]:
         return {"bucket": self.p["bucket"], "nlev": 2 * self.p["s"] + 1,
                 "mode": NORMS[self.p["norm"]]}
+
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """ECQ-SGD's fixed-length count ``n ceil(log2(2s + 1))``, which is ``n * bits`` (each
+        of the 2s+1 values ``{0, +-1/s, ..., +-1}`` is one ``bits``-bit code, sign and level
+        together; ``bits = ceil(log2(2s + 1))`` always holds),
+        plus 32 per bucket norm, ``ceil(n / bucket)`` of them (one with ``bucket=0``).
+        ``s=4, bucket=0``: ``(4 n, 32)``, papers.md T11.  Wire padding < 8 bits."""
+        return super()._theory_bits(n)
+
+    def levels(self, buf: np.ndarray) -> np.ndarray:
+        """The signed integer levels ``l_i = s q_i / norm_b`` in ``[-s, s]`` of message ``buf``.
+
+        int64, one per encoded entry (with a rotation prefix: of the padded, rotated
+        vector), read from the payload's codes as ``c - s``: what the entropy-coded
+        lengths of :mod:`hpcq.compressors.lengths` take.  ValueError for a message this
+        decoder cannot decode, or a code above 2s.
+        """
+        _, _, n = self._check_message(buf)
+        a = self._layout_args()
+        start = HEADER_BYTES + 4 * quantize.n_scales(n, a["bucket"], a["mode"])
+        codes = unpack_codes(buf[start:], self.p["bits"], n).astype(np.int64)
+        s = self.p["s"]
+        if n and int(codes.max()) > 2 * s:
+            raise ValueError(f"corrupted payload: a code above the top level {2 * s}")
+        return codes - s
 
     def _bucket_omega(self, nb: int) -> float:
         """Levels ``m {-1, ..., -1/s, 0, 1/s, ..., 1}``: step ``m/s``, 0 a level

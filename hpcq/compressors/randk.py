@@ -19,7 +19,12 @@ import numpy as np
 from hpcq.compressors import REGISTRY
 from hpcq.compressors.affine import ROUND_DELTA
 from hpcq.compressors.base import Keys, Param
-from hpcq.compressors.topk import SPARSE_PARAMS, SparseCodec, sparse_nbytes
+from hpcq.compressors.topk import (
+    SPARSE_PARAMS,
+    SparseCodec,
+    sparse_nbytes,
+    sparse_theory_bits,
+)
 from hpcq.kernels import sparsify, subset
 from hpcq.kernels.rng import PURPOSE_INDICES, derive_key
 
@@ -65,6 +70,12 @@ class RandK(SparseCodec):
 
     def _payload_nbytes(self, n: int) -> int:
         return sparse_nbytes(n, self.k_for(n), self.p["bits"], not self.p["shared"])
+
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """``(32 k, 0)`` with shared indices (only the values travel), ``(k (32 +
+        ceil(log2 n)), 0)`` with sent ones; b-bit values: ``b k`` (plus the indices) and a
+        32-bit scale.  Wire padding < 8 bits per stream."""
+        return sparse_theory_bits(n, self.k_for(n), self.p["bits"], not self.p["shared"])
 
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
         n, k, shared = y.shape[0], self.k_for(y.shape[0]), self.p["shared"]

@@ -17,7 +17,7 @@ import numpy as np
 from hpcq.compressors import REGISTRY
 from hpcq.compressors.affine import check_bucket
 from hpcq.compressors.base import Compressor, Keys, NonFiniteInputError, Param
-from hpcq.kernels import sign
+from hpcq.kernels import quantize, sign
 
 SCALES = {"l1": sign.L1, "drive": sign.DRIVE}
 
@@ -57,6 +57,11 @@ class Sign(Compressor):
 
     def _payload_nbytes(self, n: int) -> int:
         return sign.payload_nbytes(n, self.p["bucket"])
+
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """``(n, 32 per bucket)``: one bit per entry and a float32 scale per bucket (DRIVE:
+        ``d`` bits + 32 with ``bucket=0``).  Wire padding < 8 bits."""
+        return n, 32 * quantize.n_buckets(n, self.p["bucket"])
 
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
         if sign.sign_encode(y, out, bucket=self.p["bucket"], mode=SCALES[self.p["scale"]]):

@@ -19,7 +19,7 @@ import numpy as np
 from hpcq.compressors import REGISTRY
 from hpcq.compressors.affine import ROUND_DELTA, affine_omega, check_bucket
 from hpcq.compressors.base import Compressor, Keys, NonFiniteInputError, Param
-from hpcq.kernels import ternary
+from hpcq.kernels import quantize, ternary
 
 
 @REGISTRY.register("terngrad")
@@ -78,6 +78,11 @@ class TernGrad(Compressor):
 
     def _payload_nbytes(self, n: int) -> int:
         return ternary.payload_nbytes(n, self.p["bucket"])
+
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """``(2 n, 32 per bucket)``: TernGrad's 2 bits per entry plus the float32 scaler of
+        each bucket (the paper's per-layer scaler is ``bucket=0``).  Wire padding < 8 bits."""
+        return 2 * n, 32 * quantize.n_buckets(n, self.p["bucket"])
 
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
         if ternary.ternarize(y, out, bucket=self.p["bucket"], clip=self.p["clip"],

@@ -40,6 +40,12 @@ def sparse_nbytes(n: int, k: int, bits: int, send_idx: bool) -> int:
     return vals + ((k * sparsify.index_width(n) + 7) // 8 if send_idx else 0)
 
 
+def sparse_theory_bits(n: int, k: int, bits: int, send_idx: bool) -> tuple[int, int]:
+    """``(payload_bits, side_bits)`` of :func:`sparse_nbytes`'s payload, before byte padding."""
+    idx = k * sparsify.index_width(n) if send_idx else 0
+    return (32 * k + idx, 0) if bits == 0 else (bits * k + idx, 32)
+
+
 def write_sparse(out: np.ndarray, idx: np.ndarray, vals: np.ndarray, codes: np.ndarray,
                  m: float, bits: int) -> None:
     """Lay out the values (or scale + codes) then the packed indices in ``out``."""
@@ -124,6 +130,12 @@ class TopK(SparseCodec):
     summary = "top-k |x_i|: ceil(log2 d)-bit sorted indices + fp32 or b-bit values; biased"
     def _payload_nbytes(self, n: int) -> int:
         return sparse_nbytes(n, self.k_for(n), self.p["bits"], True)
+
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """``(k (32 + ceil(log2 n)), 0)`` for fp32 values (papers.md 5; the index width is at
+        least 1 bit), ``(k (b + ceil(log2 n)), 32)`` for b-bit values and their scale.
+        Wire padding < 8 bits per stream (indices, and the b-bit codes)."""
+        return sparse_theory_bits(n, self.k_for(n), self.p["bits"], True)
 
     def _error_bound(self, n: int) -> float:
         """``1 - k/n`` for fp32 values: the n - k dropped entries are the smallest, so their

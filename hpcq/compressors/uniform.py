@@ -44,6 +44,12 @@ class Uniform(AffineQuantizer):
         return {"bucket": self.p["bucket"], "nlev": 1 << self.p["bits"],
                 "mode": SCALES[self.p["scale"]]}
 
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """``(n bits, 32 per bucket)`` for maxabs, ``64`` per bucket (min and max) for minmax
+        (Suresh et al.'s pi_sk / pi_srk: ``d log2 k`` bits plus the two scales).  Wire
+        padding < 8 bits."""
+        return super()._theory_bits(n)
+
     def _bucket_omega(self, nb: int) -> float:
         """``2^bits`` levels (L = 2^bits - 1 steps): 0 is never a level (L is odd), so each
         erring entry contributes at most ``step^2 / 4`` (stochastic variance, or half a step

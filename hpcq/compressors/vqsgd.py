@@ -60,6 +60,12 @@ class VQSGD(Compressor):
         npts = vq.n_points(self.p["points"], n)
         return 4 + ((self.p["reps"] * index_width(npts) + 7) // 8 if n else 0)
 
+    def _theory_bits(self, n: int) -> tuple[int, int]:
+        """``(reps ceil(log2 N), 32)``: the indices (N = 2n cross, n + 1 simplex, 2D
+        hadamard) and the float32 norm; papers.md 2(a) ``s ceil(log2 N) + 32``.  Wire
+        padding < 8 bits."""
+        return self.p["reps"] * index_width(vq.n_points(self.p["points"], n)), 32
+
     def _encode_into(self, y: np.ndarray, out: np.ndarray, keys: Keys) -> int:
         norm, idx, bad = vq.vq_encode(y, self.p["points"], self.p["reps"],
                                       self.p["norm"] == "l1", keys.private)

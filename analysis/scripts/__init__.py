@@ -1,0 +1,1 @@
+"""Scripts that draw figures from hpcq result files (run as ``python -m hpcq.analysis.scripts.NAME``)."""

@@ -1,0 +1,242 @@
+"""Compressed distributed GD/SGD, with error feedback and bounded staleness.
+
+One loop (:class:`CompressedGD`) covers the first-order methods of papers.md
+sections 2-5; each registered name fixes what goes around the compressor:
+
+==============  ===========================================================
+gd              x <- x - eta * mean_r C(g_r): plain distributed GD/SGD with
+                any compressor and scheme; "naive" quantized GD when C is a
+                plain quantizer; fp32 is exact distributed GD
+vqsgd           gd with the vqSGD compressor of the method's parameters
+                (points, reps, norm): Gandikota et al., papers.md section 2
+ef-sgd          error feedback (Karimireddy et al.): each rank compresses
+                g_r + h_r and keeps h_r = g_r + h_r - C(g_r + h_r)
+ef-signsgd      ef-sgd with the scaled sign C(p) = ||p||_1/d sign(p)
+ecq-sgd         ECQ-SGD (Wu et al., papers.md section 4): compresses
+                g_r + alpha h_r, h_r <- beta h_r + (g_r - C(g_r + alpha h_r))
+==============  ===========================================================
+
+Error feedback with the step inside the memory (``p = eta g + e``, as
+Karimireddy et al. write it) is the same method for a constant step: every
+compressor here is positively homogeneous, ``C(eta v) = eta C(v)``.
+
+Staleness ``tau`` (Khirirat et al., papers.md section 3): the mean started at
+iteration t is applied at iteration t + tau, ``x_{t+1} = x_t - eta * mean(C(g(x_{t-tau})))``,
+with nothing applied in the first tau iterations.  tau = 1 overlaps the
+nonblocking collective (Iallgather, Ialltoall or Iallreduce) with the next
+gradient; larger tau keeps a delay line of tau pending requests.  The trace
+then shows the overlap as a small ``comm`` time (only posting and the final
+wait are counted).  The default step is ``1 / (L (alpha + tau))``
+(:func:`~hpcq.algorithms.base.compressed_step`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from hpcq.algorithms import METHODS
+from hpcq.algorithms.base import (
+    Context,
+    Method,
+    Trace,
+    compressed_step,
+    is_diverged,
+    log_point,
+    require_constants,
+    scale_of,
+    stop_diverged,
+)
+from hpcq.collectives import SCHEMES, Pending, Stats
+from hpcq.compressors import Compressor, compressor
+from hpcq.compressors.base import Param
+from hpcq.feedback import ErrorFeedback
+
+#: Schemes with a nonblocking form (staleness >= 1).
+NONBLOCKING = ("allgather", "two-phase", "allreduce-fp32")
+#: Schemes through which a rank's error-feedback memory can work (it must see its own message).
+FEEDBACK_SCHEMES = ("allgather", "two-phase", "ps", "ps-compressed")
+
+
+def start_mean(comm: Any, g: np.ndarray, comp: Compressor | None, scheme: str, *, seed: int,
+               step: int, feedback: ErrorFeedback | None, blocking: bool
+               ) -> tuple[np.ndarray, Stats] | Pending:
+    """The mean over ranks of ``g`` by ``scheme``: ``(mean, stats)``, or a :class:`Pending`."""
+    from hpcq.collectives import (
+        allgather_mean,
+        iallgather_mean,
+        iallreduce_mean,
+        itwo_phase_mean,
+        ps_mean,
+        two_phase_mean,
+    )
+
+    if scheme == "allgather":
+        fn = allgather_mean if blocking else iallgather_mean
+        return fn(comm, g, comp, seed=seed, step=step, feedback=feedback)
+    if scheme == "two-phase":
+        fn = two_phase_mean if blocking else itwo_phase_mean
+        return fn(comm, g, comp, seed=seed, step=step, feedback=feedback)
+    if scheme in ("ps", "ps-compressed"):
+        return ps_mean(comm, g, comp, seed=seed, step=step, feedback=feedback,
+                       downlink="compressed" if scheme == "ps-compressed" else "fp32")
+    if scheme == "allreduce-fp32" and not blocking:
+        return iallreduce_mean(comm, g)
+    return SCHEMES.get(scheme)(comm, g, comp, seed=seed, step=step)
+
+
+class CompressedGD(Method):
+    """x <- x - eta * mean_r C(g_r), optionally through error feedback and with staleness."""
+
+    name = "gd"
+    summary = "distributed GD/SGD with any compressor and scheme (naive quantized GD)"
+    #: (alpha, beta) of the error feedback, or None for none.
+    feedback: tuple[float, float] | None = None
+
+    def check(self, ctx: Context) -> None:
+        if ctx.step <= 0:
+            require_constants(ctx, self.name)
+        scheme = SCHEMES.get(ctx.scheme)
+        comp = self.compressor(ctx)
+        scheme.check(comp if scheme.cast is None else None)
+        if self.feedback_coefficients() is not None and ctx.scheme not in FEEDBACK_SCHEMES:
+            raise ValueError(f"method {self.name}: error feedback needs a scheme where each "
+                             f"rank encodes its own message ({', '.join(FEEDBACK_SCHEMES)}); "
+                             f"got {ctx.scheme}")
+        if ctx.staleness and ctx.scheme not in NONBLOCKING:
+            raise ValueError(f"method {self.name}: staleness {ctx.staleness} needs a "
+                             f"nonblocking scheme ({', '.join(NONBLOCKING)}); got {ctx.scheme}")
+
+    def compressor(self, ctx: Context) -> Compressor:
+        """The compressor of the run (the job's, or the method's own)."""
+        if ctx.compressor is None:
+            raise ValueError(f"method {self.name} needs a compressor ([train] compressors)")
+        return ctx.compressor
+
+    def feedback_coefficients(self) -> tuple[float, float] | None:
+        """(alpha, beta) of this method's error feedback, None without."""
+        return self.feedback
+
+    def run(self, ctx: Context) -> Trace:
+        from mpi4py import MPI
+
+        comm, prob = ctx.comm, ctx.problem
+        scheme = SCHEMES.get(ctx.scheme)
+        comp = self.compressor(ctx)
+        send = comp if scheme.cast is None else None
+        d = prob.d
+        info_comp = comp if send is not None else compressor(scheme.cast or "fp32")
+        omega = info_comp.error_bound(d)
+        eta, rule = compressed_step(ctx, omega, info_comp.unbiased)
+        coeffs = self.feedback_coefficients()
+        fb = ErrorFeedback(comp, *coeffs) if coeffs is not None else None
+        payload, side = info_comp.theory_bits(d)
+        trace = Trace(ctx.iterations, eta, rule)
+        trace.info.update(omega=omega if omega is not None else float("nan"),
+                          compressor=info_comp.spec)
+        x = prob.x0().astype(np.float64, copy=True)
+        scale = scale_of(ctx, x)
+        gbuf = np.empty(d)
+        log_point(ctx, trace, 0, x, gbuf)
+        pending: deque[tuple[int, Pending]] = deque()
+        tau = ctx.staleness
+        for t in range(ctx.iterations):
+            t0 = MPI.Wtime()
+            batch = prob.batch(ctx.batch, ctx.seed, t) if ctx.batch else None
+            g = prob.grad(x, batch, out=gbuf)
+            t1 = MPI.Wtime()
+            res = start_mean(comm, g, send, ctx.scheme, seed=ctx.seed, step=t, feedback=fb,
+                             blocking=tau == 0)
+            if isinstance(res, Pending):
+                enc, posted, sent, recv = (res.stats.encode_s, res.stats.comm_s,
+                                           res.stats.bytes_sent, res.stats.bytes_recv)
+                pending.append((t, res))
+                mean, dec, comm_s = None, 0.0, posted
+                if len(pending) > tau:
+                    _, done = pending.popleft()
+                    before_comm, before_dec = done.stats.comm_s, done.stats.decode_s
+                    mean, _ = done.wait()
+                    comm_s += done.stats.comm_s - before_comm
+                    dec = done.stats.decode_s - before_dec
+            else:
+                mean, st = res
+                enc, comm_s, dec, sent, recv = (st.encode_s, st.comm_s, st.decode_s,
+                                                st.bytes_sent, st.bytes_recv)
+            tu = MPI.Wtime()
+            if mean is not None:
+                np.multiply(mean, -eta, out=mean)  # the mean is ours: no temporary
+                np.add(x, mean, out=x)  # float64 iterate, float32 step
+            t2 = MPI.Wtime()
+            trace.record(t, t_compute=t1 - t0, t_encode=enc, t_comm=comm_s, t_decode=dec,
+                         t_update=t2 - tu, t_iter=t2 - t0, bytes_sent=sent, bytes_recv=recv,
+                         payload_bits=payload, side_bits=side)
+            if is_diverged(x, scale, t + 1):
+                stop_diverged(ctx, trace, t, x, gbuf)
+                break
+            log_point(ctx, trace, t + 1, x, gbuf)
+        for _, req in pending:  # requests of the last tau iterations: complete, unused
+            req.wait()
+        trace.x = x
+        return trace
+
+
+@METHODS.register("gd")
+class GD(CompressedGD):
+    """Plain distributed GD/SGD over the job's compressor."""
+
+
+@METHODS.register("ef-sgd")
+class EFSGD(CompressedGD):
+    """Error-feedback SGD (alpha = beta = 1) over the job's compressor."""
+
+    name = "ef-sgd"
+    summary = "error feedback: compress g + h, keep h = g + h - C(g + h) (Karimireddy et al.)"
+    feedback = (1.0, 1.0)
+
+
+@METHODS.register("ef-signsgd")
+class EFSignSGD(CompressedGD):
+    """EF-signSGD: error feedback around the scaled sign ``||p||_1/d sign(p)`` (one scale)."""
+
+    name = "ef-signsgd"
+    summary = "error feedback around the scaled sign ||p||_1/d sign(p)"
+    takes_compressor = False
+    feedback = (1.0, 1.0)
+
+    def compressor(self, ctx: Context) -> Compressor:
+        return compressor("sign:bucket=0,scale=l1")
+
+
+@METHODS.register("ecq-sgd")
+class ECQSGD(CompressedGD):
+    """ECQ-SGD: compensation coefficient alpha, time-decay beta (Wu et al. 2018)."""
+
+    name = "ecq-sgd"
+    summary = "ECQ-SGD: compress g + alpha h, h <- beta h + (g - C(g + alpha h))"
+    params = (
+        Param("alpha", float, 0.5, "compensation coefficient (>= 0)", minimum=0.0),
+        Param("beta", float, 0.9, "time-decay factor of the error memory (0..1)",
+              minimum=0.0, maximum=1.0),
+    )
+
+    def feedback_coefficients(self) -> tuple[float, float]:
+        return (self.p["alpha"], self.p["beta"])
+
+
+@METHODS.register("vqsgd")
+class VQSGDMethod(CompressedGD):
+    """vqSGD: GD/SGD over the vqSGD compressor (points, reps, norm)."""
+
+    name = "vqsgd"
+    summary = "vqSGD (Gandikota et al.): norm + s indices of polytope points, unbiased"
+    takes_compressor = False
+    params = (
+        Param("points", str, "cross", "point set", choices=("cross", "simplex", "hadamard")),
+        Param("reps", int, 1, "repetitions s averaged", minimum=1),
+        Param("norm", str, "l2", "normalisation", choices=("l2", "l1")),
+    )
+
+    def compressor(self, ctx: Context) -> Compressor:
+        return compressor("vqsgd", **self.p)
