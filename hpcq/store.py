@@ -82,7 +82,10 @@ import numpy as np
 #          Files are written atomically (copy, modify, rename), so `complete` is always
 #          True in files written by 1.1.0.  Reading converts 1.0.0 cases
 #          (_upgrade_case_1_0); appending to a file of another MAJOR.MINOR is refused.
-SCHEMA_VERSION = "1.1.0"
+#   1.2.0  case kind "train" (hpcq.bench.train: a training run with its per-iteration trace);
+#          collectives cases gain `theory_bits_per_coordinate`.  Nothing else changes, so
+#          1.1.0 files are read as they are and can be merged into a 1.2.0 file.
+SCHEMA_VERSION = "1.2.0"
 
 #: A dataset to write: (values, unit).
 Series = tuple[Any, str]
@@ -463,9 +466,12 @@ def merge(inputs: Sequence[str | Path], output: str | Path,
         raise ValueError("merge: give at least one result file")
     for p in paths:
         version = schema_version(p)
-        if _version_tuple(version)[:2] != _version_tuple(SCHEMA_VERSION)[:2]:
+        theirs = _version_tuple(version)[:2]
+        # cases are copied as they are: only files no converter applies to can be merged
+        if theirs > _version_tuple(SCHEMA_VERSION)[:2] or any(theirs <= last
+                                                              for last, _ in _UPGRADES):
             raise ValueError(f"merge: {str(p)!r} uses result schema {version}; this hpcq merges "
-                             f"files of schema {SCHEMA_VERSION} (it reads older ones)")
+                             f"files of schema {_MERGEABLE} (it reads older ones)")
     out = ResultFile(output, provenance)
     counts = {"inputs": len(paths), "cases": 0, "duplicates": 0}
 
@@ -561,6 +567,8 @@ def _upgrade_case_1_0(case: dict[str, Any]) -> dict[str, Any]:
 _UPGRADES: tuple[tuple[tuple[int, int], Callable[[dict[str, Any]], dict[str, Any]]], ...] = (
     ((1, 0), _upgrade_case_1_0),
 )
+#: The schemas :func:`merge` copies cases from unchanged (for its error message).
+_MERGEABLE = "1.1.x and 1.2.x"
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:

@@ -90,7 +90,7 @@ def test_round_trip_of_root_attributes(tmp_path: Path) -> None:
     assert {k: attrs[k] for k in expected} == expected
     for key, value in expected.items():
         assert type(attrs[key]) is type(value), key
-    assert attrs["hpcq_format"] == SCHEMA_VERSION == "1.1.0" == schema_version(path)
+    assert attrs["hpcq_format"] == SCHEMA_VERSION == "1.2.0" == schema_version(path)
     assert "slurm_job_id" not in attrs
     assert set(attrs) == set(expected) | {"hpcq_format", "end_time"}
     (run,) = read_runs(path)
@@ -438,7 +438,7 @@ def test_rejects_foreign_and_newer_files(tmp_path: Path) -> None:
     with h5py.File(minor, "a") as f:
         f.attrs["hpcq_format"] = "1.9.0"
     assert [c["label"] for c in read_cases(minor)] == ["first", "second"]
-    with pytest.raises(ValueError, match="schema 1.9.0; this hpcq writes 1.1.0"):
+    with pytest.raises(ValueError, match="schema 1.9.0; this hpcq writes 1.2.0"):
         ResultFile(minor, PROV, append=True)
 
 
@@ -503,3 +503,32 @@ def test_merge_keeps_every_case_once_with_its_provenance(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="uses result schema 1.0.0"):
         merge([FIXTURES / "results-1.0.0.h5"], tmp_path / "x.h5", {"software": "hpcq"})
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_reads_the_1_2_0_fixture() -> None:
+    """A file written by `hpcq run tests/fixtures/results-1.2.0.toml` on 2 ranks stays readable."""
+    from hpcq.store import read_attrs
+
+    path = FIXTURES / "results-1.2.0.h5"
+    attrs = read_attrs(path)
+    assert attrs["hpcq_format"] == "1.2.0" and attrs["nprocs"] == 2
+    assert attrs["config_toml"] == (FIXTURES / "results-1.2.0.toml").read_text()
+    train = read_cases(path, kind="train")
+    assert [c["label"] for c in train] == ["gd fp32", "gd qsgd:bits=4", "dqgd:bits=4"]
+    for c in train:
+        assert c["t_iter"].shape == (2, 5) and c["units"]["bytes_sent"] == "bytes"
+        assert list(c["log_iter"]) == [0, 1, 2, 3, 4, 5] and c["rate"] < 1
+    coll = read_cases(path, kind="collectives")
+    assert coll[1]["theory_bits_per_coordinate"] == pytest.approx(4 + 2 * 32 / 1024)  # 2 buckets
+
+
+def test_merge_takes_1_1_0_files_into_1_2_0(tmp_path: Path) -> None:
+    from hpcq.store import merge, read_attrs
+
+    out = tmp_path / "all.h5"
+    counts = merge([FIXTURES / "results-1.1.0.h5", FIXTURES / "results-1.2.0.h5"], out,
+                   {"software": "hpcq"})
+    # the two collectives cases of the 1.2.0 fixture are also in the 1.1.0 one (same keys)
+    assert counts["cases"] == 16 + 3 and counts["duplicates"] == 2
+    assert read_attrs(out)["hpcq_format"] == "1.2.0"
+    assert len(read_cases(out, kind="train")) == 3

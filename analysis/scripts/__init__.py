@@ -1,1 +1,3 @@
-"""Scripts that draw figures from hpcq result files (run as ``python -m hpcq.analysis.scripts.NAME``)."""
+"""Scripts that draw figures from hpcq result files.
+
+Run as ``python -m hpcq.analysis.scripts.NAME``."""

@@ -215,7 +215,8 @@ def run_case(comm: Any, case: TrainCase) -> tuple[dict[str, Any], dict[str, Any]
     if trace.x is not None and trace.x.shape[0] <= _KEEP_X:
         data["x_final"] = (trace.x, "1")
     it = series["t_iter"]
-    slowest = np.argmax(np.nan_to_num(it, nan=-1.0), axis=0)  # the split shown is that of the rank everyone waits for
+    # the split shown is that of the rank everyone waits for, iteration by iteration
+    slowest = np.argmax(np.nan_to_num(it, nan=-1.0), axis=0)
     parts = sum(series[k] for k in ("t_compute", "t_encode", "t_comm", "t_decode", "t_update"))
     with np.errstate(invalid="ignore"):
         overhead = np.where(it > 0, (it - parts) / np.where(it > 0, it, 1.0), 0.0)
@@ -230,8 +231,8 @@ def run_case(comm: Any, case: TrainCase) -> tuple[dict[str, Any], dict[str, Any]
         "final_dist": trace.dist[-1] if trace.dist else math.nan,
         # per sending rank: the busiest rank (all ranks alike, except DQ's one link)
         "bits_per_iteration": float(bits.mean(axis=1).max()) if bits.size else 0.0,
-        "wire_bytes_per_iteration": (float(series["bytes_sent"][:, done].mean(axis=1).max())
-                                     if bits.size else 0.0),
+        "wire_bytes_per_iteration": (
+            float(series["bytes_sent"][:, done].mean(axis=1).max()) if bits.size else 0.0),
         "ms_per_iteration": 1e3 * _median_slowest(it, slowest),
         "compute_ms": 1e3 * _median_slowest(series["t_compute"], slowest),
         "encode_ms": 1e3 * _median_slowest(series["t_encode"], slowest),
