@@ -231,3 +231,18 @@ def test_methods_listing() -> None:
         assert name in listing
     assert listing["gd"]["takes_compressor"] and not listing["dqgd"]["takes_compressor"]
     assert method("ecq-sgd:alpha=0.3").p == {"alpha": 0.3, "beta": 0.9}
+
+
+def test_a_diverged_run_stops_and_says_so() -> None:
+    """Below the threshold: the run stops once its iterate blows up (no float32 overflow
+    error), the iterations never made are NaN, the rate is inf, and no clipping is invented."""
+    prob = _lstsq(32, seed=0)
+    tr = train(_ctx(prob, iterations=80), "naive-qgd:bits=3")
+    stop = tr.info["diverged_at"]
+    assert 0 < stop < 80 and tr.rate() == math.inf
+    t_iter = tr.series["t_iter"]
+    assert np.isnan(t_iter[stop:]).all() and np.isfinite(t_iter[:stop]).all()
+    assert tr.info["clipped_steps"] == 0  # its range schedule holds its input, even diverging
+    assert tr.log_iter[-1] == stop
+    gd = train(_ctx(prob, "qsgd:bits=4", iterations=200, step=5.0), "gd")
+    assert gd.rate() == math.inf and gd.info["diverged_at"] < 200

@@ -115,3 +115,12 @@ def test_train_job_on_two_ranks(mpirun, tmp_path: Path) -> None:
     for c in cases.values():
         assert np.all(np.isfinite(c["loss"])), c["label"]
         assert c["loss"][-1] < c["loss"][0], c["label"]
+
+
+def test_the_documented_example_job_is_valid() -> None:
+    """The complete example of docs/jobs.md parses and expands (it is what users copy)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "jobs.md").read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    cases, notes = expand_job(parse_job(example, "docs/jobs.md"))
+    kinds = {c.kind for c in cases}
+    assert {"train", "collectives"} <= kinds and not notes

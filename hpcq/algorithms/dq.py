@@ -290,7 +290,8 @@ class DQBase(Method):
                            ("grad_bytes", 8 * n if size > 1 else 0), ("grad_comm", t2 - t1)):
                 trace.extra[key][t] = v
             log_point(ctx, trace, t + 1, xhat, gbuf)
-        trace.info["clipped_steps"] = int(np.count_nonzero(trace.extra["clipped"]))
+        clipped = trace.extra["clipped"]
+        trace.info["clipped_steps"] = int(np.count_nonzero(clipped[np.isfinite(clipped)]))
         trace.x = xhat
         return trace
 
