@@ -63,6 +63,19 @@ def command(name: str, help: str, *args: Arg) -> Callable[[Callable[[argparse.Na
     return deco
 
 
+def _params_text(info: dict[str, Any]) -> str:
+    """``name=default (choice|choice); ...`` for a listing entry's parameters, or ``-``."""
+    return "; ".join(
+        f"{k}={v['default']}" + (f" ({'|'.join(map(str, v['choices']))})" if v.get("choices")
+                                 else "")
+        for k, v in info["params"].items()) or "-"
+
+
+def _print_params(listing: dict[str, dict[str, Any]], width: int) -> None:
+    for name, info in listing.items():
+        print(f"{name:<{width}}{info['summary']}\n{'':<{width}}parameters: {_params_text(info)}")
+
+
 @command("compressors", "list every registered compressor",
          arg("--json", action="store_true", help="print JSON instead of a table"))
 def cmd_compressors(args: argparse.Namespace) -> int:
@@ -74,24 +87,12 @@ def cmd_compressors(args: argparse.Namespace) -> int:
         return 0
     print(f"{'# name':<12}{'unbiased':<10}{'bits/coord (d=2^20)':<21}parameters (default; choices)")
     for name, info in listing.items():
-        params = "; ".join(
-            f"{k}={v['default']}" + (f" ({'|'.join(map(str, v['choices']))})" if v.get("choices")
-                                     else "")
-            for k, v in info["params"].items()) or "-"
+        params = _params_text(info)
         bits = info["bits_per_coordinate_d1M"]
         print(f"{name:<12}{'yes' if info['unbiased'] else 'no':<10}"
               f"{'variable' if bits is None else f'{bits:.3f}':<21}{params}")
     print("# prefix: hadamard[:block=N]+SPEC rotates before encoding, e.g. hadamard+qsgd:bits=2")
     return 0
-
-
-def _print_params(listing: dict[str, dict[str, Any]], width: int) -> None:
-    for name, info in listing.items():
-        params = "; ".join(
-            f"{k}={v['default']}" + (f" ({'|'.join(map(str, v['choices']))})" if v.get("choices")
-                                     else "")
-            for k, v in info["params"].items()) or "-"
-        print(f"{name:<{width}}{info['summary']}\n{'':<{width}}parameters: {params}")
 
 
 @command("methods", "list every training method ([train] methods)",

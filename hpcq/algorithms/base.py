@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hpcq.compressors import Compressor
-from hpcq.compressors.base import Param
+from hpcq.compressors.base import Param, parse_params
 from hpcq.problems.base import Problem
 
 #: Per-iteration series of the trace, in the order they are stored.
@@ -112,16 +112,7 @@ class Method:
     takes_compressor: ClassVar[bool] = True
 
     def __init__(self, **values: Any) -> None:
-        known = {p.name: p for p in self.params}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            valid = ", ".join(f"{p.name} (default {p.default!r})" for p in self.params) or "none"
-            raise ValueError(f"method {self.name}: unknown parameter(s) {', '.join(unknown)}; "
-                             f"valid: {valid}")
-        self.p: dict[str, Any] = {
-            p.name: p.parse(values[p.name], f"method {self.name}") if p.name in values
-            else p.default for p in self.params
-        }
+        self.p: dict[str, Any] = parse_params(self.params, values, f"method {self.name}")
         self._validate()
 
     def _validate(self) -> None:

@@ -151,6 +151,22 @@ class Param:
         return v
 
 
+def parse_params(params: Sequence[Param], values: dict[str, Any], owner: str) -> dict[str, Any]:
+    """Every parameter's value: parsed from ``values`` where given, else its default.
+
+    ``owner`` names the thing in errors (``"qsgd"``, ``"method dqgd"``); an unknown key
+    is a ValueError that lists the valid ones with their defaults.  Compressors,
+    problems and methods all take their parameters this way.
+    """
+    known = {p.name for p in params}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        valid = ", ".join(f"{p.name} (default {p.default!r})" for p in params) or "none"
+        raise ValueError(f"{owner}: unknown parameter(s) {', '.join(unknown)}; valid: {valid}")
+    return {p.name: p.parse(values[p.name], owner) if p.name in values else p.default
+            for p in params}
+
+
 class Header(NamedTuple):
     """A parsed message header."""
 
@@ -210,16 +226,7 @@ class Compressor:
     summary: ClassVar[str] = ""
 
     def __init__(self, *, rotation: int = 0, **values: Any) -> None:
-        known = {p.name: p for p in self.params}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            valid = ", ".join(f"{p.name} (default {p.default!r})" for p in self.params) or "none"
-            raise ValueError(f"{self.name}: unknown parameter(s) {', '.join(unknown)}; "
-                             f"valid: {valid}")
-        self.p: dict[str, Any] = {
-            p.name: p.parse(values[p.name], self.name) if p.name in values else p.default
-            for p in self.params
-        }
+        self.p: dict[str, Any] = parse_params(self.params, values, self.name)
         if rotation < 0 or rotation & (rotation - 1):
             raise ValueError(f"hadamard: block={rotation} must be a power of two")
         if rotation > 1 << 24:

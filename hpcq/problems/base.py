@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hpcq.compressors.base import Param
+from hpcq.compressors.base import Param, parse_params
 
 #: Largest matrix side for which problems form a Gram matrix (eigenvalues, exact solves):
 #: an eigendecomposition of 4096 x 4096 takes seconds, and every rank makes its own.
@@ -75,16 +75,7 @@ class Problem:
     f_star: float | None = None
 
     def __init__(self, *, rank: int = 0, size: int = 1, seed: int = 0, **values: Any) -> None:
-        known = {p.name: p for p in self.params}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            valid = ", ".join(f"{p.name} (default {p.default!r})" for p in self.params) or "none"
-            raise ValueError(f"problem {self.name}: unknown parameter(s) {', '.join(unknown)}; "
-                             f"valid: {valid}")
-        self.p: dict[str, Any] = {
-            p.name: p.parse(values[p.name], f"problem {self.name}") if p.name in values
-            else p.default for p in self.params
-        }
+        self.p: dict[str, Any] = parse_params(self.params, values, f"problem {self.name}")
         if not (0 <= rank < size):
             raise ValueError(f"problem {self.name}: rank {rank} not in [0, {size})")
         self.rank, self.size, self.seed = rank, size, seed
