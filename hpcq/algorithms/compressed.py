@@ -53,6 +53,7 @@ from hpcq.collectives import SCHEMES, Pending, Stats
 from hpcq.compressors import Compressor, compressor
 from hpcq.compressors.base import Param
 from hpcq.feedback import ErrorFeedback
+from hpcq.kernels.update import axpy
 
 #: Schemes with a nonblocking form (staleness >= 1).
 NONBLOCKING = ("allgather", "two-phase", "allreduce-fp32")
@@ -166,8 +167,7 @@ class CompressedGD(Method):
                                                 st.bytes_sent, st.bytes_recv)
             tu = MPI.Wtime()
             if mean is not None:
-                np.multiply(mean, -eta, out=mean)  # the mean is ours: no temporary
-                np.add(x, mean, out=x)  # float64 iterate, float32 step
+                axpy(x, -eta, mean)  # float64 iterate, float32 mean, one fused pass
             t2 = MPI.Wtime()
             trace.record(t, t_compute=t1 - t0, t_encode=enc, t_comm=comm_s, t_decode=dec,
                          t_update=t2 - tu, t_iter=t2 - t0, bytes_sent=sent, bytes_recv=recv,
