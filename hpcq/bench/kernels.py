@@ -11,6 +11,15 @@ reports its achieved bits per coordinate and the NMSE
 ``||decode(encode(x)) - x||^2 / ||x||^2`` of one message of a fixed random
 normal vector.
 
+Entropy-coded compressors (``qsgd:...,code=elias|huffman|huffman-static|rans``) also
+report, from the same message: the bits per coordinate of their coded levels (stream
+and table, the norms left out), against the empirical entropy of the level sequence
+(``sum_k d_k log2(d / d_k)``, papers.md T11) and the optimal Huffman length; and, on the
+fixed-length packed codes of the same quantization (same seed), the sizes and the
+compress / decompress times of zstandard (levels 1 and 3) and lz4 (frame, default
+level), in the same input-GB/s.  zstandard and lz4 are optional (``pip install
+hpcq[bench]``); without them their columns are left out, with a note.
+
 The same run also times, per d, the FWHT alone (in place, one block of d, the
 transform every ``hadamard+`` codec pays) against the NumPy butterfly, so the
 rotation's cost and the quantizers' share of a rotated encode can be read off.
@@ -21,7 +30,11 @@ Cases written (see :mod:`hpcq.store`): kind ``kernels.memcpy`` per d (dataset
 ``decode_first_s``, ``encode_warmup_s``, ``decode_warmup_s``, ``encode_s``,
 ``decode_s`` and, with a reference, ``numpy_encode_s``, ``numpy_decode_s``; all
 in seconds; attributes spec, d, repeats, warmup, threads, wire_bytes,
-bits_per_coordinate, nmse and the compressor's description).
+bits_per_coordinate, nmse and the compressor's description).  Entropy-coded ones add
+the attributes ``entropy.coded_bits``, ``entropy.table_bits``, ``entropy.entropy_bits``,
+``entropy.huffman_bits``, ``entropy.packed_bytes`` and ``entropy.<tool>_bytes``, and the
+datasets ``<tool>_compress_s`` / ``<tool>_decompress_s`` for each tool available
+(``zstd1``, ``zstd3``, ``lz4``).
 """
 
 from __future__ import annotations
@@ -31,7 +44,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -39,7 +52,7 @@ import numpy as np
 from hpcq.bench import BENCHES, Bench, Progress, resolve_compressors
 from hpcq.bench.numpy_ref import fwht as numpy_fwht
 from hpcq.bench.numpy_ref import reference
-from hpcq.compressors import Compressor, compressor
+from hpcq.compressors import HEADER_BYTES, Compressor, compressor
 from hpcq.kernels import hadamard
 
 #: A useful spread: casts, 8..1-bit scalar quantizers, rotation, sparsifiers, vqSGD, DQ-GD's.
@@ -157,6 +170,11 @@ def measure(comp: Compressor, x: np.ndarray, *, repeats: int, warmup: int, seed:
         "encode_s": (_samples(lambda: comp.encode(x, seed=seed), repeats), "s"),
         "decode_s": (_samples(lambda: comp.decode(buf), repeats), "s"),
     }
+    if getattr(comp, "p", {}).get("code", "fixed") != "fixed":
+        ent, ent_data = entropy_stats(comp, x, buf, repeats=repeats, seed=seed)
+        data.update(ent_data)
+    else:
+        ent = None
     ref = reference(comp, x, seed)
     if ref is not None:
         payload = ref.encode(x)
@@ -169,6 +187,64 @@ def measure(comp: Compressor, x: np.ndarray, *, repeats: int, warmup: int, seed:
         "wire_bytes": int(buf.shape[0]), "bits_per_coordinate": 8.0 * buf.shape[0] / d,
         "nmse": nmse, "numpy_reference": ref is not None, "compressor": comp.describe(),
     }
+    if ent is not None:
+        attrs["entropy"] = ent
+    return attrs, data
+
+
+def _tools() -> dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]]:
+    """The general-purpose compressors installed: name -> (compress, decompress)."""
+    tools: dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]] = {}
+    try:
+        import zstandard
+    except ImportError:
+        pass
+    else:
+        unz = zstandard.ZstdDecompressor()
+        for level in (1, 3):
+            tools[f"zstd{level}"] = (zstandard.ZstdCompressor(level=level).compress, unz.decompress)
+    try:
+        import lz4.frame
+    except ImportError:
+        pass
+    else:
+        tools["lz4"] = (lz4.frame.compress, lz4.frame.decompress)
+    return tools
+
+
+def missing_tools() -> list[str]:
+    """Notes for the optional compressors that are not installed."""
+    have = _tools()
+    return [f"{mod} is not installed: its columns are left out (pip install hpcq[bench])"
+            for mod, key in (("zstandard", "zstd1"), ("lz4", "lz4")) if key not in have]
+
+
+def entropy_stats(comp: Compressor, x: np.ndarray, buf: np.ndarray, *, repeats: int, seed: int
+                  ) -> tuple[dict[str, Any], dict[str, tuple[Any, str]]]:
+    """An entropy-coded message ``buf`` of ``x``: its coded bits against the entropy of its
+    levels, and zstandard / lz4 on the packed codes of the same quantization."""
+    from hpcq.compressors import lengths
+    from hpcq.compressors.qsgd import QSGD
+
+    assert isinstance(comp, QSGD)  # the one codec with a code= parameter
+    payload, side = comp.message_bits(buf)
+    n = comp._layout(x.shape[0])[1]
+    scales = 8 * comp._scale_bytes(n)
+    counts = lengths.level_counts(comp.levels(buf))
+    fixed = compressor(comp.spec.replace(f",code={comp.p['code']}", ""))
+    packed = fixed.encode(x, seed=seed)[HEADER_BYTES + comp._scale_bytes(n):].tobytes()
+    attrs: dict[str, Any] = {
+        "coded_bits": payload, "table_bits": side - scales, "scale_bits": scales,
+        "entropy_bits": lengths.huffman_bound_bits(counts),
+        "huffman_bits": lengths.huffman_bits(counts), "packed_bytes": len(packed)}
+    data: dict[str, tuple[Any, str]] = {}
+    for name, (pack, unpack) in _tools().items():
+        small = pack(packed)
+        if unpack(small) != packed:  # pragma: no cover - a broken library
+            raise RuntimeError(f"{name} did not round-trip the packed codes")
+        attrs[f"{name}_bytes"] = len(small)
+        data[f"{name}_compress_s"] = (_samples(partial(pack, packed), repeats), "s")
+        data[f"{name}_decompress_s"] = (_samples(partial(unpack, small), repeats), "s")
     return attrs, data
 
 
@@ -286,6 +362,13 @@ def _row(label: str, d: int, attrs: dict[str, Any], data: dict[str, tuple[Any, s
     row: dict[str, Any] = {"label": label, "d": d, "bits": attrs["bits_per_coordinate"],
                            "nmse": attrs["nmse"], "first": data["encode_first_s"][0]
                            + data["decode_first_s"][0]}
+    if "entropy" in attrs:
+        ent = dict(attrs["entropy"])
+        for name in ("zstd1", "zstd3", "lz4"):
+            if f"{name}_compress_s" in data:
+                ent[f"{name}_gbs"] = (_gbs(d, data[f"{name}_compress_s"][0])[0],
+                                      _gbs(d, data[f"{name}_decompress_s"][0])[0])
+        row["entropy"] = ent
     for side in ("enc", "dec"):
         own = data[f"{'encode' if side == 'enc' else 'decode'}_s"][0]
         row[side] = _gbs(d, own)
@@ -301,7 +384,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     def ratio(v: float | None) -> str:
         return f"{v:8.2f}" if v is not None else f"{'-':>8}"
 
-    head = (f"{'# compressor':<28}{'log2 d':>6}{'bits/c':>8}{'NMSE':>10}"
+    wl = max([28] + [len(r["label"]) + 1 for r in rows if "bits" in r])  # labels in full
+    head = (f"{'# compressor':<{wl}}{'log2 d':>6}{'bits/c':>8}{'NMSE':>10}"
             f"{'enc GB/s':>10}{'(min-max)':>14}{'x memcpy':>9}{'x numpy':>8}"
             f"{'dec GB/s':>10}{'(min-max)':>14}{'x memcpy':>9}{'x numpy':>8}{'first s':>9}")
     lines = [head]
@@ -311,15 +395,51 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         if "bits" not in r:  # the reference rows: memory copy, FWHT
             extra = (f"{ratio(r['enc_x_memcpy'])}{ratio(r['enc_x_numpy'])}"
                      if "enc_x_numpy" in r else "")
-            lines.append(f"{r['label']:<28}{lo2:>6}{'-':>8}{'-':>10}{enc[0]:>10.2f}"
+            lines.append(f"{r['label']:<{wl}}{lo2:>6}{'-':>8}{'-':>10}{enc[0]:>10.2f}"
                          f"{f'{enc[1]:.1f}-{enc[2]:.1f}':>14}{extra}")
             continue
         dec = r["dec"]
         lines.append(
-            f"{r['label'][:27]:<28}{lo2:>6} {r['bits']:>7.3g}{r['nmse']:>10.2e}"
+            f"{r['label']:<{wl}}{lo2:>6} {r['bits']:>7.3g}{r['nmse']:>10.2e}"
             f"{enc[0]:>10.2f}{f'{enc[1]:.2f}-{enc[2]:.2f}':>14}{ratio(r['enc_x_memcpy'])}"
             f"{ratio(r['enc_x_numpy'])}{dec[0]:>10.2f}{f'{dec[1]:.2f}-{dec[2]:.2f}':>14}"
             f"{ratio(r['dec_x_memcpy'])}{ratio(r['dec_x_numpy'])}{r['first']:>9.3f}")
+    ent = [r for r in rows if "entropy" in r]
+    if ent:
+        lines += ["", format_entropy_table(ent)]
+    return "\n".join(lines)
+
+
+ENTROPY_LEGEND = ("entropy-coded levels, bits per coordinate: coded = stream + table (the "
+                  "norms left out), x H = coded / empirical entropy of the levels, huffman = "
+                  "optimal Huffman length; zstd/lz4 on the fixed-length packed codes of the "
+                  "same quantization: bits per coordinate (compress / decompress input-GB/s)")
+
+
+def format_entropy_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The entropy columns of the rows of entropy-coded compressors (see module docstring)."""
+    tools = [t for t in ("zstd1", "zstd3", "lz4") if any(f"{t}_bytes" in r["entropy"]
+                                                         for r in rows)]
+    wl = max([28] + [len(r["label"]) + 1 for r in rows])
+    head = (f"{'# ' + ENTROPY_LEGEND}\n{'# compressor':<{wl}}{'log2 d':>6}{'coded':>9}"
+            f"{'table':>8}{'entropy':>9}{'x H':>7}{'huffman':>9}{'packed':>8}"
+            + "".join(f"{t:>22}" for t in tools) + f"{'enc GB/s':>10}{'dec GB/s':>10}")
+    lines = [head]
+    for r in rows:
+        e, d = r["entropy"], r["d"]
+        coded = (e["coded_bits"] + e["table_bits"]) / d
+        xh = coded / (e["entropy_bits"] / d) if e["entropy_bits"] else float("inf")
+        cells = ""
+        for t in tools:
+            if f"{t}_bytes" in e:
+                enc, dec = e[f"{t}_gbs"]
+                cells += f"{8 * e[t + '_bytes'] / d:>9.4f} ({enc:>4.2f}/{dec:>5.2f})"
+            else:
+                cells += f"{'-':>22}"
+        lines.append(f"{r['label']:<{wl}}{d.bit_length() - 1:>6}{coded:>9.4f}"
+                     f"{e['table_bits']:>8d}{e['entropy_bits'] / d:>9.4f}{xh:>7.3f}"
+                     f"{e['huffman_bits'] / d:>9.4f}{8 * e['packed_bytes'] / d:>8.3f}{cells}"
+                     f"{r['enc'][0]:>10.2f}{r['dec'][0]:>10.2f}")
     return "\n".join(lines)
 
 
@@ -353,6 +473,8 @@ def main(args: argparse.Namespace) -> int:
         numba.set_num_threads(args.threads)
     specs, notes = resolve_compressors(args.compressors or DEFAULT_SPECS,
                                        skip_unavailable=args.compressors is None)
+    if any(getattr(c, "p", {}).get("code", "fixed") != "fixed" for _, c in specs):
+        notes = [*notes, *missing_tools()]
     for note in notes:
         print(f"hpcq: note: {note}", file=sys.stderr)
     on_case: OnCase | None = None

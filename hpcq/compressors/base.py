@@ -9,7 +9,7 @@ offset  size  field
 4       1     format version (:data:`FORMAT_VERSION`)
 5       1     codec id (each compressor class has a fixed one)
 6       2     flags: bit 0 = Hadamard-rotated, bits 8..12 = log2(block);
-              bits 1..7 codec-specific
+              bits 1..7 codec-specific (:data:`FLAG_CODEC`)
 8       16    four uint32 codec parameters (bits, bucket, ...): what
               decode needs; must equal the decoder's own
 24      4     uint32 per-message value (codec-specific, e.g. clip count)
@@ -22,8 +22,10 @@ offset  size  field
 ======  ====  =========================================================
 
 The header costs :data:`HEADER_BYTES` = 60 bytes per message and is counted in
-:meth:`Compressor.wire_bytes`.  The payload starts 4-byte aligned, so fp32 scales
-placed first in a payload can be viewed without a copy.
+:meth:`Compressor.wire_bytes`.  A variable-length codec (``_payload_nbytes`` None, so
+``wire_bytes`` None) sizes its message itself (:meth:`Compressor._encode_message`); its
+actual length is the message's, and the header's payload length checks it.  The payload
+starts 4-byte aligned, so fp32 scales placed first in a payload can be viewed without a copy.
 
 Randomness: ``encode(x, seed=, step=, rank=)`` derives three independent streams
 (:mod:`hpcq.kernels.rng`): *private* (seed, rank, step) for stochastic rounding
@@ -51,6 +53,8 @@ _HEAD = struct.Struct("<4sBBH4IIQQIQ")
 _CRC = struct.Struct("<I")
 HEADER_BYTES = _HEAD.size + _CRC.size  # 60
 FLAG_ROTATED = 0x1
+#: The flag bits 1..7 a codec may use for itself (see :meth:`Compressor._encode_message`).
+FLAG_CODEC = 0xFE
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 
@@ -274,6 +278,24 @@ class Compressor:
         """Decode ``n`` float32 entries from a payload whose length is already checked."""
         raise NotImplementedError
 
+    def _encode_message(self, y: np.ndarray, keys: Keys) -> tuple[np.ndarray, int, int]:
+        """Variable-length codecs (``_payload_nbytes`` None) build their whole message here.
+
+        Returns ``(message, aux, flags)``: a uint8 array of :data:`HEADER_BYTES` bytes left
+        for :meth:`encode` to fill, then the payload; the aux word; and the codec's flag
+        bits (1..7 of the header's flags).  The usual way: encode into a worst-case
+        buffer, then return it trimmed (a copy when much shorter, so the rest is freed).
+        Must raise :class:`NonFiniteInputError` if ``y`` holds NaN/Inf.
+        """
+        raise NotImplementedError(f"{self.name} has a data-dependent length")
+
+    def _decode_message(self, payload: np.ndarray, n: int, keys: Keys, h: Header,
+                        **into: Any) -> np.ndarray:
+        """Decode with the whole header at hand (codec flag bits, aux); ``into`` holds
+        ``out=`` and ``add=`` for codecs that ``decodes_into``.  By default
+        :meth:`_decode_payload` with the aux word."""
+        return self._decode_payload(payload, n, keys, h.aux, **into)
+
     @property
     def unbiased(self) -> bool:
         """True when E[decode(encode(x))] == x over the encoder's randomness."""
@@ -432,11 +454,13 @@ class Compressor:
         block, n = self._layout(d)
         y = x if not block else _hadamard().rotate(x, block, keys.signs)
         pn = self._payload_nbytes(n)
-        if pn is None:  # pragma: no cover - variable-length codecs override encode paths
-            raise NotImplementedError(f"{self.name} has a data-dependent length")
-        out = np.empty(HEADER_BYTES + pn, dtype=np.uint8)
         try:
-            aux = self._encode_into(y, out[HEADER_BYTES:], keys)
+            if pn is None:  # variable length: the codec sizes the message itself
+                out, aux, codec_flags = self._encode_message(y, keys)
+                pn = out.shape[0] - HEADER_BYTES
+            else:
+                out = np.empty(HEADER_BYTES + pn, dtype=np.uint8)
+                aux, codec_flags = self._encode_into(y, out[HEADER_BYTES:], keys), 0
         except NonFiniteInputError:
             i = checks.first_nonfinite(x)
             what = "is not finite" if not np.isfinite(x_in[i]) else "overflows float32"
@@ -444,7 +468,7 @@ class Compressor:
                 f"{self.name}: x[{i}] = {x_in[i]} {what}; NaN/Inf gradients are never encoded"
             ) from None
         flags = (FLAG_ROTATED | (block.bit_length() - 1) << 8) if block else 0
-        self._write_header(out, flags, aux, d, seed, step, pn)
+        self._write_header(out, flags | (codec_flags & FLAG_CODEC), aux, d, seed, step, pn)
         return out
 
     def _write_header(self, out: np.ndarray, flags: int, aux: int, d: int, seed: int,
@@ -495,9 +519,9 @@ class Compressor:
                              f"of d={h.d}, got {out.dtype} {out.shape}")
         keys = Keys.derive(h.seed, h.step)
         if out is not None and self.decodes_into and not block:
-            self._decode_payload(buf[HEADER_BYTES:], n, keys, h.aux, out=out, add=add)
+            self._decode_message(buf[HEADER_BYTES:], n, keys, h, out=out, add=add)
             return out
-        y = self._decode_payload(buf[HEADER_BYTES:], n, keys, h.aux)
+        y = self._decode_message(buf[HEADER_BYTES:], n, keys, h)
         if y.shape != (n,) or y.dtype != np.float32:  # pragma: no cover - a codec bug
             raise RuntimeError(f"{self.name} decoded {y.shape} {y.dtype}, expected ({n},) float32")
         if block:
