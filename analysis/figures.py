@@ -4,7 +4,10 @@ Every compressor spec keeps one colour, marker and line style in every figure: t
 sorted list of the specs in the report is mapped, in order, to the Okabe-Ito
 colour-blind-safe palette, and markers and line styles vary too so that the figures
 read in grayscale.  Values are the medians over repeated runs with min/max error
-bars (the combined rows of :func:`hpcq.analysis.report.combine`).  Importing this
+bars (the combined rows of :func:`hpcq.analysis.report.combine`).  Training runs
+are drawn by :mod:`hpcq.analysis.training` (one colour, marker and line style per
+method and compressor), the projection of :mod:`hpcq.analysis.model` here (one
+colour, marker and line style per scheme, a panel per compressor).  Importing this
 module does not import matplotlib; :func:`render` does, and reports the figures it
 skipped (and why) when it cannot.
 """
@@ -24,6 +27,14 @@ LINESTYLES = ("-", "-.", ":", (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (5, 1)))
 COMPONENTS = (("encode", "encode_median_s", 1.0, ""), ("communicate", "comm_median_s", 0.55, "//"),
               ("decode", "decode_median_s", 0.3, ".."))
 
+#: Scheme -> (colour, marker, line style) in the projection figure; the baselines in grays.
+SCHEME_STYLES = {"allgather": (PALETTE[0], "o", "-"), "two-phase": (PALETTE[1], "s", "-."),
+                 "ps": (PALETTE[2], "^", ":"), "ps-compressed": (PALETTE[3], "D", (0, (5, 1))),
+                 "ps-reduce": (PALETTE[4], "v", (0, (1, 1))),
+                 "allreduce-fp32": ("#000000", "X", "--"),
+                 "allreduce-fp16": ("0.45", "P", (0, (3, 1, 1, 1))),
+                 "allreduce-bf16": ("0.65", "*", (0, (3, 1, 1, 1, 1, 1)))}
+
 Rows = Sequence[dict[str, Any]]
 
 
@@ -34,8 +45,13 @@ def styles(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
             for i, s in enumerate(sorted(specs))}
 
 
-def planned(kcomb: Rows, ccomb: Rows) -> list[tuple[str, str]]:
-    """(name, caption) of every figure the data calls for."""
+def planned(kcomb: Rows, ccomb: Rows, train: Rows = (),
+            projection: dict[str, dict[str, Any]] | None = None) -> list[tuple[str, str]]:
+    """(name, caption) of every figure the data calls for.
+
+    ``train``: the training cases, each with ``_tag`` ("" or "_mN"); ``projection``:
+    machine tag -> the model's projection (see :func:`_projection`).
+    """
     # rows carry a "tag": "" or "_mN" (machine N) for kernels, "_pP[_mN]" for collectives,
     # so results from different machines or rank counts never share a figure
     out = []
@@ -57,14 +73,62 @@ def planned(kcomb: Rows, ccomb: Rows) -> list[tuple[str, str]]:
             on = f" ({machine[1:]})" if machine else ""
             out.append((f"collectives_scaling{machine}", f"Latency p50 versus ranks at the "
                                                          f"largest common d{on}"))
+    for tag, info in sorted((projection or {}).items()):
+        on = f" ({tag[1:]})" if tag else ""
+        out.append((f"model_projection{tag}",
+                    f"Alpha-beta model: time per call (encode + communicate + decode) versus "
+                    f"ranks at d = {_pow2(info['d'])}{on}; lines the model, filled markers the "
+                    f"measurements, shaded the extrapolation past the measured ranks"))
+    out += _train_planned(train)
+    return out
+
+
+def _pow2(d: int) -> str:
+    d = int(d)
+    return f"2^{d.bit_length() - 1}" if d > 0 and d & (d - 1) == 0 else str(d)
+
+
+def _train_groups(train: Rows) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(machine tag, problem) -> its cases, in sorted order."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for c in train:
+        out.setdefault((str(c["_tag"]), str(c.get("problem"))), []).append(c)
+    return {k: out[k] for k in sorted(out)}
+
+
+def _train_planned(train: Rows) -> list[tuple[str, str]]:
+    from hpcq.analysis import training
+
+    out = []
+    groups = _train_groups(train)
+    for k, ((tag, _), cases) in enumerate(groups.items()):
+        on = f" ({tag[1:]})" if tag else ""
+        y = "f - f*" if training.gap_or_loss(cases) == "gap" else "loss"
+        dist = " and distance to x*" if any(training.has_dist(c) for c in cases) else ""
+        thinned = training.thin(cases)[1]
+        out.append((f"train_curves_{k + 1}{tag}",
+                    f"{training.problem_title(cases)}{on}: {y}{dist} versus iteration, "
+                    f"cumulative bits per rank and wall time after iteration 1 (cumulative "
+                    f"median over ranks of t_iter; iteration 1 pays the JIT); median over "
+                    f"seeds, min-max band"
+                    + ("; each sweep over R cut to a few values of R (all are in train.csv and "
+                       "the rate figure)" if thinned else "")))
+    for tag in sorted({t for t, _ in groups}):
+        if any(training.has_sweep(g, least=2) for (t, _), g in groups.items() if t == tag):
+            on = f" ({tag[1:]})" if tag else ""
+            out.append((f"train_rate{tag}",
+                        f"Empirical linear rate versus R (bits per coordinate) of the methods "
+                        f"with bits, with max(sigma, 2^-R), max(sigma, rho_n 2^-R) and "
+                        f"sigma + rho_n 2^-R{on}"))
     return out
 
 
 def render(out: Path, *, kcomb: Rows, mrows: Rows, ccomb: Rows, specs: Sequence[str],
-           labels: dict[str, str], plots: bool = True
+           labels: dict[str, str], plots: bool = True, train: Rows = (),
+           projection: dict[str, dict[str, Any]] | None = None
            ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Draw the figures into ``out``; return (written (name, caption), skipped (name, why))."""
-    todo = planned(kcomb, ccomb)
+    todo = planned(kcomb, ccomb, train, projection)
     if not plots:
         return [], [(name, "figures turned off (--no-plots)") for name, _ in todo]
     try:
@@ -78,12 +142,20 @@ def render(out: Path, *, kcomb: Rows, mrows: Rows, ccomb: Rows, specs: Sequence[
     st = styles(specs)
     done, skipped = [], []
     for name, caption in todo:
-        fig = _draw(plt, name, kcomb=kcomb, mrows=mrows, ccomb=ccomb, st=st, labels=labels)
+        if name.startswith("train_"):
+            fig = _train(plt, name, train)
+        elif name.startswith("model_projection"):
+            fig = _projection(plt, (projection or {})[name[len("model_projection"):]], labels,
+                              st)
+        else:
+            fig = _draw(plt, name, kcomb=kcomb, mrows=mrows, ccomb=ccomb, st=st, labels=labels)
         if fig is None:
             skipped.append((name, "no case in the data to draw"))
             continue
-        fig.savefig(out / f"{name}.png", dpi=120)
-        fig.savefig(out / f"{name}.pdf")
+        # the training and model figures put their legend below the panels: "tight" keeps it
+        tight = "tight" if name.startswith(("train_", "model_")) else None
+        fig.savefig(out / f"{name}.png", dpi=120, bbox_inches=tight)
+        fig.savefig(out / f"{name}.pdf", bbox_inches=tight)
         plt.close(fig)
         done.append((name, caption))
     return done, skipped
@@ -270,4 +342,107 @@ def _scaling(plt: Any, machine: str, ccomb: Rows, st: dict[str, dict[str, Any]],
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="x-small")
     fig.tight_layout()
+    return fig
+
+
+def _train(plt: Any, name: str, train: Rows) -> Any:
+    """A training figure: ``train_curves_K[_mN]`` (problem K) or ``train_rate[_mN]``."""
+    from hpcq.analysis import training
+
+    groups = _train_groups(train)
+    if name.startswith("train_rate"):
+        tag = name[len("train_rate"):]
+        sweeps = [g for (t, _), g in groups.items() if t == tag and training.has_sweep(g)]
+        return training.rate_figure(plt, sweeps, "Empirical linear rate versus bits per "
+                                                 "coordinate" + (f" ({tag[1:]})" if tag else ""))
+    shown = [training.thin(g)[0] for g in groups.values()]
+    # over every problem: one colour, marker and line style per method and compressor
+    st = training.line_styles({training.display_name(c) for g in shown for c in g})
+    k = int(name.split("_")[2]) - 1
+    return training.curves_figure(plt, shown[k], st)
+
+
+def _is_baseline(row: dict[str, Any]) -> bool:
+    return str(row["scheme"]).startswith("allreduce-") or row["scheme"] == "ps-reduce"
+
+
+def _scheme_order(scheme: str) -> int:
+    return list(SCHEME_STYLES).index(scheme) if scheme in SCHEME_STYLES else len(SCHEME_STYLES)
+
+
+def _projection(plt: Any, info: dict[str, Any], labels: dict[str, str],
+                st: dict[str, dict[str, Any]]) -> Any:
+    """Model time per call versus p: measured points over the model's lines.
+
+    With two or more compressed schemes, a panel per compressor and a colour per
+    scheme (the uncompressed baselines in every panel); with one, a single panel
+    and the report's colour per compressor (``st``).  ``info``: ``d``, ``rows``
+    (:func:`hpcq.analysis.model.project` rows at that d), ``crossovers`` (of
+    :func:`hpcq.analysis.model.crossovers` at that d), ``machine`` (tag or "").
+    """
+    from hpcq.analysis.training import legend_below
+
+    rows = info["rows"]
+    base = [r for r in rows if _is_baseline(r)]
+    comp = [r for r in rows if not _is_baseline(r)]
+    specs = sorted({r["compressor"] for r in comp})
+    per_spec = len({r["scheme"] for r in comp}) > 1
+    panels: list[tuple[str, list[dict[str, Any]]]] = (
+        [(labels.get(s, s), [r for r in comp if r["compressor"] == s]) for s in specs]
+        if per_spec else [(", ".join(sorted({r["scheme"] for r in comp})) or "baselines",
+                           comp)])
+    spec_style = {s: st.get(s) or styles([s])[s] for s in specs}
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    width = 5.2 * ncols + 0.6 if per_spec else 8.0
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 4.2 * nrows + 0.4 * (nrows == 1)),
+                             squeeze=False, sharey=True)
+    for ax, (title, mine) in zip(axes.flat, panels, strict=False):
+        lines = sorted({(r["scheme"], r["compressor"]) for r in [*mine, *base]},
+                       key=lambda k: (_scheme_order(k[0]), k[1]))
+        for scheme, spec in lines:
+            line = sorted((r for r in [*mine, *base] if r["scheme"] == scheme
+                           and r["compressor"] == spec), key=lambda r: r["p"])
+            color, marker, ls = SCHEME_STYLES.get(scheme, ("0.3", "o", "-"))
+            label = scheme
+            if not per_spec and spec in spec_style:
+                color, marker, ls = (spec_style[spec]["color"], spec_style[spec]["marker"],
+                                     spec_style[spec]["linestyle"])
+                label = f"{labels.get(spec, spec)} ({scheme})"
+            ax.plot([r["p"] for r in line], [r["total_s"] * 1e3 for r in line], color=color,
+                    linestyle=ls, marker=marker, ms=3, lw=1.4, label=label)
+            meas = [r for r in line if r.get("measured_total_s") is not None]
+            ax.plot([r["p"] for r in meas], [r["measured_total_s"] * 1e3 for r in meas],
+                    linestyle="none", marker=marker, ms=8, color=color, mec="black", mew=0.8,
+                    zorder=5)
+        every = [*mine, *base]
+        measured = [r["p"] for r in every if r.get("measured_total_s") is not None]
+        top = max(r["p"] for r in every)
+        if measured and max(measured) < top:
+            ax.axvspan(max(measured), top, color="0.92", zorder=0)
+            ax.text(0.98, 0.02, f"extrapolated (p > {max(measured)})", transform=ax.transAxes,
+                    ha="right", va="bottom", fontsize="x-small", color="0.35")
+        for c in info.get("crossovers", []):
+            if (c["slower"], c["faster"]) == ("allgather", "two-phase") and c["before"] \
+                    and c["p"] is not None and per_spec and labels.get(c["compressor"],
+                                                                       c["compressor"]) == title:
+                ax.axvline(c["p"], color=SCHEME_STYLES["two-phase"][0], lw=1, ls=(0, (1, 2)))
+                ax.text(c["p"], 0.97, f" two-phase faster\n from p = {c['p']}",
+                        transform=ax.get_xaxis_transform(), va="top", fontsize="x-small")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("MPI ranks p")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.set_title(title, fontsize="small")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("time per call (ms)")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Alpha-beta projection at d = {_pow2(info['d'])}"
+                 + (f" ({info['machine']})" if info.get("machine") else ""))
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    key = {"model (line)": plt.Line2D([], [], color="0.3", marker="o", ms=3, lw=1.4),
+           "measured (large marker)": plt.Line2D([], [], color="0.6", marker="o", ms=8,
+                                                 mec="black", linestyle="none")}
+    legend_below(fig, list(axes.flat)[:len(panels)], key, ncol=2 if not per_spec else 4)
     return fig

@@ -12,9 +12,16 @@
 The datasets and attributes of a case are documented in :mod:`hpcq.bench.train`.
 x axes of :func:`curve`: ``iteration`` (``log_iter``), ``bits`` (the cumulative
 payload + side bits of rank 0, the sender of the DQ methods' link, after each
-logged iteration) and ``seconds`` (the cumulative median over ranks of
-``t_iter``).  y: ``dist``, ``loss``, ``gap`` (loss - f*) and ``grad_norm``.
-Importing this module does not import matplotlib; :func:`pyplot` does.
+logged iteration), ``seconds`` (the cumulative median over ranks of
+``t_iter``) and ``seconds_warm`` (the same from the end of iteration 1 on: the first
+iteration of a run pays JIT compilation and cache warm-up, often many iterations'
+worth; NaN at iteration 0).  y: ``dist``, ``loss``, ``gap`` (loss - f*) and ``grad_norm``.
+
+Figures shared by the paper scripts and ``hpcq report``: :func:`rate_figure`
+(the empirical linear rate of the DQ family against R, with the theory curves)
+and :func:`curves_figure` (loss or f - f* and distance against iterations,
+cumulative bits and wall time).  Importing this module does not import
+matplotlib; :func:`pyplot` does.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcq.analysis.figures import MARKERS, PALETTE
+from hpcq.analysis.figures import LINESTYLES, MARKERS, PALETTE
 
 #: Okabe-Ito (figures.PALETTE) then four more colour-blind-safe colours (Tol's muted).
 COLORS = PALETTE[:7] + ("#882255", "#44AA99", "#999933", "#888888", PALETTE[7])
@@ -38,7 +45,8 @@ FIXED = {"GD (32-bit)": "#000000", "32-bit SGD": "#000000", "DQ-GD": "#0072B2",
 TAU_STYLES = {0: "-", 1: "--", 2: "-.", 4: ":"}
 _MORE_STYLES = ((0, (5, 1, 1, 1)), (0, (1, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (8, 2)))
 X_LABELS = {"iteration": "iteration", "bits": "cumulative bits sent per rank",
-            "seconds": "wall time (s, median over ranks)"}
+            "seconds": "wall time (s, median over ranks)",
+            "seconds_warm": "wall time after iteration 1 (s, median over ranks)"}
 Y_LABELS = {"dist": "distance to optimum ||x - x*||", "loss": "loss f(x)",
             "gap": "suboptimality f(x) - f*", "grad_norm": "gradient norm ||grad f(x)||"}
 
@@ -205,7 +213,7 @@ def curve(case: dict[str, Any], x: str = "iteration", y: str = "dist"
     it = np.asarray(case["log_iter"], dtype=np.int64)
     if x == "iteration":
         xs = it.astype(np.float64)
-    elif x in ("bits", "seconds"):
+    elif x in ("bits", "seconds", "seconds_warm"):
         if x == "bits":
             per = np.asarray(case["payload_bits"], np.float64) + np.asarray(case["side_bits"],
                                                                             np.float64)
@@ -218,8 +226,10 @@ def curve(case: dict[str, Any], x: str = "iteration", y: str = "dist"
             raise ValueError(f"log_iter runs to {it.max()} but the case has {per.size} "
                              f"iterations of {x}")
         xs = total[it]
+        if x == "seconds_warm":
+            xs = np.where(it >= 1, xs - total[min(1, total.size - 1)], np.nan)
     else:
-        raise ValueError(f"x must be iteration, bits or seconds; got {x!r}")
+        raise ValueError(f"x must be iteration, bits, seconds or seconds_warm; got {x!r}")
     if y == "gap":
         fs = f_star(case)
         if fs is None:
@@ -249,7 +259,8 @@ def draw(ax: Any, cases: Sequence[dict[str, Any]], x: str, y: str, label: str | 
     left out; about ten markers are drawn along the line.
     """
     xs, mid, lo, hi = band(cases, x, y)
-    keep = np.isfinite(mid) & (xs > 0 if log_x else True) & (mid > 0 if log_y else True)
+    keep = (np.isfinite(mid) & np.isfinite(xs) & (xs > 0 if log_x else True)
+            & (mid > 0 if log_y else True))
     if not keep.any():
         return
     style.setdefault("markevery", max(1, int(keep.sum()) // 10))
@@ -270,11 +281,13 @@ def blew_up(case: dict[str, Any], y: str, factor: float = 1e3) -> bool:
     return bool(ys.size) and (not np.isfinite(ys[-1]) or ys[-1] > factor * abs(ys[0]))
 
 
-def mark_diverged(ax: Any, groups: dict[str, Sequence[dict[str, Any]]], y: str) -> list[str]:
+def mark_diverged(ax: Any, groups: dict[str, Sequence[dict[str, Any]]], y: str,
+                  label: bool = True) -> list[str]:
     """Keep diverged runs from squashing the others: cap a log y axis, name them in the panel.
 
     The top of the axis goes to 10 times the largest starting value when a run of
-    ``groups`` (name -> runs) blew up (:func:`blew_up`); returns the names of those.
+    ``groups`` (name -> runs) blew up (:func:`blew_up`); returns the names of those
+    (``label=False``: not written in the panel).
     """
     bad = [name for name, runs in groups.items() if any(blew_up(c, y) for c in runs)]
     if bad:
@@ -283,6 +296,7 @@ def mark_diverged(ax: Any, groups: dict[str, Sequence[dict[str, Any]]], y: str) 
                 for v in curve(c, "iteration", y)[1] if np.isfinite(v) and v > 0]
         low = min(good) / 2 if good and ax.get_yscale() == "log" else None
         ax.set_ylim(bottom=low, top=10 * max(starts))
+    if bad and label:
         ax.text(0.98, 0.97, "diverged (off the top):\n" + "\n".join(bad), ha="right",
                 va="top", fontsize="x-small", transform=ax.transAxes,
                 bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"})
@@ -397,3 +411,229 @@ def save(fig: Any, out: Path, name: str) -> list[Path]:
     for p in paths:
         print(f"wrote {p}")
     return paths
+
+
+def line_styles(names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """:func:`styles` plus a line style per name (sorted order), so curves read in grayscale."""
+    st = styles(names)
+    return {n: dict(s, linestyle=LINESTYLES[i % len(LINESTYLES)])
+            for i, (n, s) in enumerate(sorted(st.items()))}
+
+
+# ---- the empirical rate of the DQ family against R (paper_dqgd.py, hpcq report) --------
+
+#: Top of the rate axis: rates above (and diverged runs) sit on this edge.
+YMAX = 1.2
+_SIGMA_FROM = ("dqgd", "naive-qgd")  # methods whose info.sigma is plain GD's contraction
+
+
+def rate_name(case: dict[str, Any]) -> str:
+    """The name of a run in the rate figures: the method without R."""
+    return display_name(case, bits=False)
+
+
+def sweeps(cases: Sequence[dict[str, Any]]) -> dict[str, dict[float, list[float]]]:
+    """Method name -> R -> rates over seeds (inf: diverged), for the methods with bits."""
+    out: dict[str, dict[float, list[float]]] = {}
+    for c in cases:
+        r, rate = bits_of(c), empirical_rate(c)
+        if r is not None and rate is not None:
+            out.setdefault(rate_name(c), {}).setdefault(r, []).append(rate)
+    return {k: dict(sorted(v.items())) for k, v in out.items()}
+
+
+def has_sweep(cases: Sequence[dict[str, Any]], least: int = 1) -> bool:
+    """Whether a method with bits has a rate at ``least`` values of R or more."""
+    return any(len(v) >= least for v in sweeps(cases).values())
+
+
+def references(cases: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """Method name -> rates over seeds, for the methods without bits (unquantized)."""
+    out: dict[str, list[float]] = {}
+    for c in cases:
+        rate = empirical_rate(c)
+        if bits_of(c) is None and rate is not None:
+            out.setdefault(rate_name(c), []).append(rate)
+    return out
+
+
+def constants(cases: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(sigma, rho_n) per seed: from DQ-GD / naive QGD's info, else from kappa and d."""
+    per: dict[Any, tuple[float, float]] = {}
+    for c in cases:
+        if parse_spec(str(c.get("method", "")))[0] in _SIGMA_FROM and "info.sigma" in c:
+            per[c.get("seed")] = (float(c["info.sigma"]),
+                                  float(c.get("info.rho_n") or math.sqrt(c["problem_info.d"])))
+    for c in cases:
+        kappa = c.get("problem_info.kappa")
+        if c.get("seed") not in per and kappa is not None:
+            per[c.get("seed")] = ((kappa - 1) / (kappa + 1),
+                                  math.sqrt(float(c.get("problem_info.d", 1))))
+    if not per:
+        return np.array([]), np.array([])
+    sig, rho = zip(*per.values(), strict=True)
+    return np.array(sig), np.array(rho)
+
+
+def theory(cases: Sequence[dict[str, Any]], r: np.ndarray) -> dict[str, np.ndarray]:
+    """The three theory curves at R values ``r`` (mean over seeds); {} without sigma.
+
+    ``lower`` = max(sigma, 2^-R), ``dq`` = max(sigma, rho_n 2^-R) (the cube
+    quantizer of DQ-GD), ``naive`` = sigma + rho_n 2^-R.
+    """
+    sig, rho = constants(cases)
+    if not sig.size:
+        return {}
+    s, p, rr = sig[:, None], rho[:, None], np.asarray(r, dtype=np.float64)[None, :]
+    return {"lower": np.maximum(s, 2.0 ** -rr).mean(0),
+            "dq": np.maximum(s, p * 2.0 ** -rr).mean(0),
+            "naive": (s + p * 2.0 ** -rr).mean(0)}
+
+
+def rate_panel(ax: Any, cases: Sequence[dict[str, Any]], st: dict[str, dict[str, Any]],
+               ymin: float = 0.0) -> None:
+    """One problem's rates against R: theory curves, unquantized lines, one line per method.
+
+    Several seeds: the mean and a min-max band; a rate above :data:`YMAX` (or
+    a diverged run) sits on the top edge as an open triangle.
+    """
+    sw, refs = sweeps(cases), references(cases)
+    rs = sorted({r for v in sw.values() for r in v})
+    grid = np.linspace(min([0.0, *rs]), max([*rs, 1.0]), 400)
+    th = theory(cases, grid)
+    if th:
+        ax.plot(grid, th["lower"], ":", color="black", lw=1.4,
+                label=r"lower bound $\max(\sigma, 2^{-R})$")
+        ax.plot(grid, th["dq"], "--", color="#0072B2", lw=1.2, alpha=0.7,
+                label=r"cube DQ-GD $\max(\sigma, \rho_n 2^{-R})$")
+        ax.plot(grid, th["naive"], "-.", color="#D55E00", lw=1.2, alpha=0.7,
+                label=r"naive $\sigma + \rho_n 2^{-R}$")
+        sig, rho = constants(cases)
+        thr = float(np.log2(rho / sig).mean())
+        if grid[0] <= thr <= grid[-1]:
+            ax.axvline(thr, color="0.6", lw=0.8, ls=(0, (1, 2)),
+                       label=r"threshold $\log_2(\rho_n/\sigma)$")
+    for name, rates in refs.items():
+        mean = min(float(np.mean(rates)), YMAX)
+        ax.axhline(mean, color=st[name]["color"], lw=1.6, label=f"{name} (unquantized)")
+        if len(rates) > 1:
+            ax.axhspan(min(min(rates), YMAX), min(max(rates), YMAX), color=st[name]["color"],
+                       alpha=0.12, lw=0)
+    for name, by_r in sw.items():
+        r = np.array(list(by_r))
+        vals = [np.asarray(v, dtype=np.float64) for v in by_r.values()]
+        mean = np.array([v.mean() for v in vals])
+        s = st[name]
+        ax.plot(r, np.minimum(mean, YMAX), color=s["color"], marker=s["marker"], ms=4, lw=1.5,
+                label=name)
+        if max(len(v) for v in vals) > 1:
+            ax.fill_between(r, np.minimum([v.min() for v in vals], YMAX),
+                            np.minimum([v.max() for v in vals], YMAX), color=s["color"],
+                            alpha=0.18, lw=0)
+        off = ~(mean <= YMAX)
+        if off.any():
+            ax.plot(r[off], np.full(off.sum(), YMAX), linestyle="none", marker="^", ms=7,
+                    mfc="white", mec=s["color"], mew=1.4, clip_on=False, zorder=5)
+    ax.set_ylim(ymin, YMAX)
+    ax.set_xlim(grid[0], grid[-1])
+    ax.set_xlabel("R (bits per coordinate per iteration)")
+    ax.set_ylabel(r"empirical rate $(\|x_T - x^*\| / \|x_0 - x^*\|)^{1/T}$")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(problem_title(cases, "\n"), fontsize="small")
+
+
+def rate_figure(plt: Any, groups: Sequence[Sequence[dict[str, Any]]], title: str,
+                ymin: float = 0.0) -> Any:
+    """A panel per problem (:func:`rate_panel`, up to three a row), one legend below."""
+    st = styles({rate_name(c) for g in groups for c in g if empirical_rate(c) is not None})
+    n = len(groups)
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.9 * nrows), squeeze=False)
+    for ax, group in zip(axes.flat, groups, strict=False):
+        rate_panel(ax, group, st, ymin)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    off = plt.Line2D([], [], linestyle="none", marker="^", mfc="white", mec="0.3", ms=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    legend_below(fig, axes.flat[:n], {f"rate > {YMAX:g} or diverged (on the edge)": off})
+    return fig
+
+
+# ---- loss and distance against iterations, bits and time (hpcq report) -----------------
+
+def thin(cases: Sequence[dict[str, Any]], budget: int = 10, most: int = 6
+         ) -> tuple[list[dict[str, Any]], bool]:
+    """The cases with each sweep over R (:func:`family`) cut to a few values of R.
+
+    Each sweep keeps ``keep`` = budget // (number of sweeps) values (2 to ``most``)
+    evenly spaced from its smallest R to its largest, so that a panel holds about
+    ``budget`` curves.  Returns the cases kept and whether any sweep was cut.
+    """
+    values: dict[str, list[float]] = {}
+    for c in cases:
+        r = bits_of(c)
+        if r is not None:
+            values.setdefault(family(c), []).append(r)
+    keep = max(2, min(most, budget // max(1, len(values))))
+    chosen: dict[str, set[float]] = {}
+    for fam, rs in values.items():
+        rs = sorted(set(rs))
+        idx = np.unique(np.round(np.linspace(0, len(rs) - 1, keep)).astype(int)) \
+            if len(rs) > keep else range(len(rs))
+        chosen[fam] = {rs[i] for i in idx}
+    out = [c for c in cases if bits_of(c) is None or bits_of(c) in chosen[family(c)]]
+    return out, len(out) < len(cases)
+
+
+def curves_figure(plt: Any, cases: Sequence[dict[str, Any]], st: dict[str, dict[str, Any]]
+                  ) -> Any:
+    """Loss (f - f* when known) and distance to x* against iterations, bits and seconds.
+
+    One line per method and compressor (:func:`display_name`) and staleness (the
+    median over its runs with a min-max band), coloured and marked by
+    ``st[name]``; its line style is ``st``'s, or the staleness's
+    (:func:`tau_style`) when the problem's runs have several.  The distance row
+    only when x* is known.  Time is ``seconds_warm`` (from the end of iteration 1:
+    the first pays the JIT).  Runs that diverged are named in the title, off the
+    top of the capped log axes.
+    """
+    y0 = gap_or_loss(cases)
+    ys = [y0] + (["dist"] if any(has_dist(c) for c in cases) else [])
+    xs = ("iteration", "bits", "seconds_warm")
+    taus = sorted({int(c.get("staleness") or 0) for c in cases})
+    bad: dict[str, None] = {}
+    fig, axes = plt.subplots(len(ys), 3, figsize=(14, 3.6 * len(ys) + 0.8), squeeze=False)
+    runs_by: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for c in cases:
+        runs_by.setdefault((display_name(c), int(c.get("staleness") or 0)), []).append(c)
+    extra: dict[str, Any] = {}
+    for row, y in zip(axes, ys, strict=True):
+        groups = {k: [c for c in runs if y != "dist" or has_dist(c)]
+                  for k, runs in sorted(runs_by.items())}
+        groups = {k: runs for k, runs in groups.items() if runs}
+        for ax, x in zip(row, xs, strict=True):
+            for (n, tau), runs in groups.items():
+                style = dict(st[n])
+                if len(taus) > 1:
+                    style["linestyle"] = tau_style(tau, taus)
+                    extra[n] = plt.Line2D([], [], color=style["color"], marker=style["marker"])
+                draw(ax, runs, x, y, None if len(taus) > 1 else n, log_x=x == "bits", **style)
+            named = {n + (f" τ={t}" if len(taus) > 1 else ""): r for (n, t), r in groups.items()}
+            bad.update(dict.fromkeys(mark_diverged(ax, named, y, label=False)))
+            ax.set_xlabel(X_LABELS[x] + (" (log)" if x == "bits" else ""))
+            ax.set_ylabel(Y_LABELS[y])
+            ax.grid(True, which="both", alpha=0.25)
+            if x != "bits":
+                ax.locator_params(axis="x", nbins=6)
+    if len(taus) > 1:
+        extra.update({f"τ = {t}": plt.Line2D([], [], color="0.2", linestyle=tau_style(t, taus))
+                      for t in taus})
+    title = problem_title(cases)
+    if bad:
+        title += "\ndiverged (off the top): " + ", ".join(bad)
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    legend_below(fig, axes.flat, extra, ncol=4)
+    return fig

@@ -271,13 +271,18 @@ def cmd_warmup(args: argparse.Namespace) -> int:
 @command("report", "write a Markdown/HTML report with tables and figures from result files",
          arg("files", nargs="+", metavar="FILES", help="result files, globs or directories"),
          arg("-o", "--output", required=True, metavar="DIR", help="report directory"),
-         arg("--kind", default="all", choices=["all", "kernels", "collectives"],
-             help="which benchmarks to report (default: all)"),
+         arg("--kind", default="all", choices=["all", "kernels", "collectives", "train"],
+             help="which cases to report (default: all; collectives includes the alpha-beta "
+                  "model and its projection to 1024 ranks)"),
+         arg("--projection-d", type=int, default=None, metavar="D",
+             help="vector length of the projection figure and table (a measured d; default: "
+                  "the largest measured)"),
          arg("--no-plots", action="store_true", help="tables and text only, no figures"))
 def cmd_report(args: argparse.Namespace) -> int:
     from hpcq.analysis.report import build_report
 
-    info = build_report(args.files, args.output, kind=args.kind, plots=not args.no_plots)
+    info = build_report(args.files, args.output, kind=args.kind, plots=not args.no_plots,
+                        projection_d=args.projection_d)
     for problem in info["problems"]:
         print(f"hpcq: skipped {problem}", file=sys.stderr)
     for name, why in info["skipped"]:

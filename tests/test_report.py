@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from hpcq.analysis import figures
-from hpcq.analysis.report import build_report, collective_rows, combine
+from hpcq.analysis.report import TRAIN_COLUMNS, build_report, collective_rows, combine
 from hpcq.cli import main
 from hpcq.store import CaseRecord, ResultFile, read_attrs, read_cases
 
@@ -83,10 +84,11 @@ def test_report_writes_every_file(results: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="figures need the plot extra")
     info = build_report(results, tmp_path / "out")
     out = tmp_path / "out"
-    for name in ("report.md", "report.html", "kernels.csv", "collectives.csv"):
+    for name in ("report.md", "report.html", "kernels.csv", "collectives.csv", "train.csv",
+                 "alphabeta.csv", "alphabeta.json", "projection.csv"):
         assert (out / name).is_file(), name
     names = {n for n, _ in info["figures"]}
-    assert names == {"kernels_encode", "kernels_decode", "collectives_nmse",
+    assert names == {"kernels_encode", "kernels_decode", "collectives_nmse", "model_projection",
                      *(f"collectives_{w}_p{p}" for w in ("latency", "split", "breakeven")
                        for p in (2, 4))}
     assert info["skipped"] == [] and info["problems"] == []
@@ -168,7 +170,7 @@ def test_without_matplotlib_tables_and_text_are_still_written(
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     info = build_report(results, tmp_path / "out")
     out = tmp_path / "out"
-    assert info["figures"] == [] and len(info["skipped"]) == 9
+    assert info["figures"] == [] and len(info["skipped"]) == 10
     assert not list(out.glob("*.png")) and not list(out.glob("*.pdf"))
     assert len(_csv(out / "collectives.csv")) == 17
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
@@ -313,3 +315,100 @@ def test_provenance_shows_an_emulated_link(tmp_path: Path) -> None:
     info = build_report(d, tmp_path / "out", plots=False)
     text = Path(info["markdown"]).read_text()
     assert "emulated link rate=1gbit,burst=500000,latency=100ms (measured 1 Gbit/s)" in text
+
+
+# ------------------------------------------------------------------ training runs
+
+
+def test_train_csv_rows_equal_the_files_attributes(tmp_path: Path) -> None:
+    f = FIXTURES / "results-1.2.0.h5"
+    info = build_report(f, tmp_path / "out", plots=False)
+    rows = _csv(tmp_path / "out" / "train.csv")
+    cases = read_cases(f, kind="train")
+    assert len(rows) == len(cases) == 3
+    machine = read_attrs(f)["cpu_model"]
+    for case in cases:
+        (row,) = [r for r in rows if r["group"] == case["group"]]
+        assert row["file"] == str(f) and row["machine"] == machine
+        for k in TRAIN_COLUMNS[3:]:
+            want = case.get(k)
+            if isinstance(want, bool):
+                assert row[k] == str(want), k
+            elif isinstance(want, float):
+                assert float(row[k]) == want or (np.isnan(want) and row[k] == "nan"), k
+            else:
+                assert row[k] == ("" if want is None else str(want)), k
+    # plots=False: the tables and text are still written, the figures listed as skipped
+    assert {n for n, _ in info["skipped"]} >= {"train_curves_1"}
+    md = Path(info["markdown"]).read_text()
+    assert "## Training runs" in md and "| GD (32-bit) |" in md and "DQ-GD R=4" in md
+
+
+def test_training_figures_are_drawn(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="figures need the plot extra")
+    info = build_report(FIXTURES / "results-1.2.0.h5", tmp_path / "out", kind="train")
+    out = tmp_path / "out"
+    assert [n for n, _ in info["figures"]] == ["train_curves_1"] and info["skipped"] == []
+    assert (out / "train_curves_1.png").stat().st_size > 20_000
+    assert (out / "train_curves_1.pdf").stat().st_size > 5_000
+    assert not (out / "collectives.csv").exists() and (out / "train.csv").is_file()
+    md = Path(info["markdown"]).read_text()
+    assert "## Training runs" in md and "Alpha-beta" not in md
+
+
+def test_dq_sweeps_get_the_rate_figure_and_seeds_are_combined(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="figures need the plot extra")
+    from test_analysis_papers import dq_file
+
+    f = dq_file(tmp_path / "dq.h5")
+    info = build_report(f, tmp_path / "out", kind="train")
+    names = [n for n, _ in info["figures"]]
+    assert names == ["train_curves_1", "train_curves_2", "train_rate"]
+    for n in names:
+        assert (tmp_path / "out" / f"{n}.png").stat().st_size > 20_000
+    md = Path(info["markdown"]).read_text()
+    # the heavy problem's 3 seeds: one row, median [min, max]
+    (row,) = [ln for ln in md.splitlines() if "heavy" in ln and "| DQ-GD R=1 |" in ln]
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[7] == "3" and cells[-2] == "0/3" and "[" in cells[8]  # no "diverged" attr
+
+
+# ------------------------------------------------------------------ alpha-beta model
+
+
+def test_model_files_and_text(results: Path, tmp_path: Path) -> None:
+    info = build_report(results, tmp_path / "out", plots=False)
+    out = tmp_path / "out"
+    fits = _csv(out / "alphabeta.csv")
+    assert fits and set(fits[0]) >= {"machine", "scheme", "compressor", "alpha_s",
+                                     "beta_s_per_byte", "n_points", "max_rel_residual",
+                                     "p_values", "status"}
+    doc = json.loads((out / "alphabeta.json").read_text())
+    assert len(doc["fits"]) == len(fits) and "allgather" in doc["algorithms"]
+    for j, c in zip(doc["fits"], fits):  # the same numbers in both, missing as null
+        for k, v in c.items():
+            if v == "":
+                assert j[k] in (None, ""), k
+            elif isinstance(j[k], (int, float)):
+                assert float(v) == j[k], k
+            else:
+                assert v == j[k], k
+    assert {f["status"] for f in fits} <= {"ok", "single p", "under-determined"}
+    (ag,) = [f for f in fits if f["scheme"] == "allgather" and f["compressor"] == "sign:scale=l1"]
+    assert ag["p_values"] == "4" and ag["status"] == "single p"  # c-extra.h5 only
+    (fp,) = [f for f in fits if f["scheme"] == "allreduce-fp32"]
+    assert fp["p_values"] == "2 4" and fp["status"] == "ok" and int(fp["n_points"]) == 3
+    proj = _csv(out / "projection.csv")
+    assert {int(r["p"]) for r in proj} == {2 ** k for k in range(1, 11)}
+    md = Path(info["markdown"]).read_text()
+    assert "## Alpha-beta model" in md and "extrapolations" in md and "no contention" in md
+    assert "Crossovers (model):" in md and "### Projection at d = 2^14" in md
+
+
+def test_projection_d_must_be_measured(results: Path, tmp_path: Path, capsys: Any) -> None:
+    info = build_report(results, tmp_path / "out", plots=False, projection_d=1 << 12)
+    assert "### Projection at d = 2^12" in Path(info["markdown"]).read_text()
+    assert main(["report", str(results), "-o", str(tmp_path / "o2"), "--no-plots",
+                 "--projection-d", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--projection-d 3 was not measured" in err and not (tmp_path / "o2").exists()

@@ -32,76 +32,26 @@ from typing import Any
 import numpy as np
 
 from hpcq.analysis.training import (
+    YMAX,
     ascii_name,
     bits_of,
-    display_name,
+    constants,
     empirical_rate,
     group_by,
-    legend_below,
     load_runs,
     no_cases,
     parse_spec,
     problem_title,
     pyplot,
+    rate_figure,
+    references,
     save,
-    styles,
+    sweeps,
+    theory,
 )
+from hpcq.analysis.training import rate_name as _name
 
-YMAX = 1.2
-_SIGMA_FROM = ("dqgd", "naive-qgd")  # methods whose info.sigma is plain GD's contraction
-
-
-def _name(case: dict[str, Any]) -> str:
-    return display_name(case, bits=False)
-
-
-def sweeps(cases: Sequence[dict[str, Any]]) -> dict[str, dict[float, list[float]]]:
-    """Method name -> R -> rates over seeds (inf: diverged), for the methods with bits."""
-    out: dict[str, dict[float, list[float]]] = {}
-    for c in cases:
-        r, rate = bits_of(c), empirical_rate(c)
-        if r is not None and rate is not None:
-            out.setdefault(_name(c), {}).setdefault(r, []).append(rate)
-    return {k: dict(sorted(v.items())) for k, v in out.items()}
-
-
-def references(cases: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
-    """Method name -> rates over seeds, for the methods without bits (unquantized)."""
-    out: dict[str, list[float]] = {}
-    for c in cases:
-        rate = empirical_rate(c)
-        if bits_of(c) is None and rate is not None:
-            out.setdefault(_name(c), []).append(rate)
-    return out
-
-
-def constants(cases: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """(sigma, rho_n) per seed: from DQ-GD / naive QGD's info, else from kappa and d."""
-    per: dict[Any, tuple[float, float]] = {}
-    for c in cases:
-        if parse_spec(str(c.get("method", "")))[0] in _SIGMA_FROM and "info.sigma" in c:
-            per[c.get("seed")] = (float(c["info.sigma"]),
-                                  float(c.get("info.rho_n") or math.sqrt(c["problem_info.d"])))
-    for c in cases:
-        kappa = c.get("problem_info.kappa")
-        if c.get("seed") not in per and kappa is not None:
-            per[c.get("seed")] = ((kappa - 1) / (kappa + 1),
-                                  math.sqrt(float(c.get("problem_info.d", 1))))
-    if not per:
-        return np.array([]), np.array([])
-    sig, rho = zip(*per.values(), strict=True)
-    return np.array(sig), np.array(rho)
-
-
-def theory(cases: Sequence[dict[str, Any]], r: np.ndarray) -> dict[str, np.ndarray]:
-    """The three theory curves at R values ``r`` (mean over seeds); {} without sigma."""
-    sig, rho = constants(cases)
-    if not sig.size:
-        return {}
-    s, p, rr = sig[:, None], rho[:, None], np.asarray(r, dtype=np.float64)[None, :]
-    return {"lower": np.maximum(s, 2.0 ** -rr).mean(0),
-            "dq": np.maximum(s, p * 2.0 ** -rr).mean(0),
-            "naive": (s + p * 2.0 ** -rr).mean(0)}
+__all__ = ["YMAX", "constants", "main", "rate_table", "references", "sweeps", "theory"]
 
 
 def _fmt(v: float | None) -> str:
@@ -156,53 +106,6 @@ def rate_table(cases: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _panel(ax: Any, cases: Sequence[dict[str, Any]], st: dict[str, dict[str, Any]],
-           ymin: float = 0.0) -> None:
-    sw, refs = sweeps(cases), references(cases)
-    rs = sorted({r for v in sw.values() for r in v})
-    grid = np.linspace(min([0.0, *rs]), max([*rs, 1.0]), 400)
-    th = theory(cases, grid)
-    if th:
-        ax.plot(grid, th["lower"], ":", color="black", lw=1.4,
-                label=r"lower bound $\max(\sigma, 2^{-R})$")
-        ax.plot(grid, th["dq"], "--", color="#0072B2", lw=1.2, alpha=0.7,
-                label=r"cube DQ-GD $\max(\sigma, \rho_n 2^{-R})$")
-        ax.plot(grid, th["naive"], "-.", color="#D55E00", lw=1.2, alpha=0.7,
-                label=r"naive $\sigma + \rho_n 2^{-R}$")
-        sig, rho = constants(cases)
-        thr = float(np.log2(rho / sig).mean())
-        if grid[0] <= thr <= grid[-1]:
-            ax.axvline(thr, color="0.6", lw=0.8, ls=(0, (1, 2)),
-                       label=r"threshold $\log_2(\rho_n/\sigma)$")
-    for name, rates in refs.items():
-        mean = min(float(np.mean(rates)), YMAX)
-        ax.axhline(mean, color=st[name]["color"], lw=1.6, label=f"{name} (unquantized)")
-        if len(rates) > 1:
-            ax.axhspan(min(min(rates), YMAX), min(max(rates), YMAX), color=st[name]["color"],
-                       alpha=0.12, lw=0)
-    for name, by_r in sw.items():
-        r = np.array(list(by_r))
-        vals = [np.asarray(v, dtype=np.float64) for v in by_r.values()]
-        mean = np.array([v.mean() for v in vals])
-        s = st[name]
-        ax.plot(r, np.minimum(mean, YMAX), color=s["color"], marker=s["marker"], ms=4, lw=1.5,
-                label=name)
-        if max(len(v) for v in vals) > 1:
-            ax.fill_between(r, np.minimum([v.min() for v in vals], YMAX),
-                            np.minimum([v.max() for v in vals], YMAX), color=s["color"],
-                            alpha=0.18, lw=0)
-        off = ~(mean <= YMAX)
-        if off.any():
-            ax.plot(r[off], np.full(off.sum(), YMAX), linestyle="none", marker="^", ms=7,
-                    mfc="white", mec=s["color"], mew=1.4, clip_on=False, zorder=5)
-    ax.set_ylim(ymin, YMAX)
-    ax.set_xlim(grid[0], grid[-1])
-    ax.set_xlabel("R (bits per coordinate per iteration)")
-    ax.set_ylabel(r"empirical rate $(\|x_T - x^*\| / \|x_0 - x^*\|)^{1/T}$")
-    ax.grid(True, alpha=0.3)
-    ax.set_title(problem_title(cases, "\n"), fontsize="small")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Draw the figure and print the tables; returns the exit code."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -224,21 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     for group in by_problem.values():
         print(rate_table(group) + "\n")
 
-    plt = pyplot()
-    st = styles({_name(c) for g in by_problem.values() for c in g
-                 if empirical_rate(c) is not None})
-    n = len(by_problem)
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.9 * nrows), squeeze=False)
-    for ax, group in zip(axes.flat, by_problem.values(), strict=False):
-        _panel(ax, group, st, args.ymin)
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
-    off = plt.Line2D([], [], linestyle="none", marker="^", mfc="white", mec="0.3", ms=7)
-    fig.suptitle("DQ-GD: empirical linear rate versus bits per coordinate")
-    fig.tight_layout()
-    legend_below(fig, axes.flat[:n], {f"rate > {YMAX:g} or diverged (on the edge)": off})
+    fig = rate_figure(pyplot(), list(by_problem.values()),
+                      "DQ-GD: empirical linear rate versus bits per coordinate", args.ymin)
     save(fig, Path(args.output), "paper_dqgd_rate")
     return 0
 
