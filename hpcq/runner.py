@@ -316,6 +316,7 @@ def _run_cases(comm: Any, job: Job, cases: Sequence[Case], store: Any, progress:
             seconds += kernels.compile_kernels(comps, sorted({c.bench.d for c in kcases}))
         if tcases:
             seconds += train.compile_for([c.bench for c in tcases])
+            seconds += train.warm([c.bench for c in tcases])
         print(f"hpcq: kernels ready in {seconds:.1f} s", file=sys.stderr)
     idle_barrier(comm)
     failed: list[str] = []
@@ -355,6 +356,8 @@ def _run_cases(comm: Any, job: Job, cases: Sequence[Case], store: Any, progress:
         if rank == 0:
             print(collectives_table.format_table(rows, nprocs=comm.Get_size()), flush=True)
     if tcases:
+        if rank != 0:
+            train.warm([c.bench for c in tcases])  # compiled by rank 0: loads the cache
         rows = []
         for c in tcases:
             result = train.run_case(comm, c.bench)

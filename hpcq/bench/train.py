@@ -195,6 +195,38 @@ def compile_for(cases: Sequence[TrainCase]) -> float:
                                                       [1 << 10])
 
 
+def warm(cases: Sequence[TrainCase]) -> float:
+    """Run every distinct (method, compressor, scheme, stale or not) of ``cases`` for two
+    iterations on a tiny problem over ``MPI.COMM_SELF``; seconds taken.
+
+    Each rank then has every kernel its runs call compiled or loaded from the cache, so
+    no timed iteration pays for numba (the first iteration of a run was up to 4790x the
+    median before).  With more than one numba thread the parallel twins are warmed too,
+    on a quadratic of ``PARALLEL_MIN_ELEMENTS`` entries.  Rank 0 runs it before the
+    others (which then only load the cache).
+    """
+    import numba
+    from mpi4py import MPI
+
+    from hpcq.kernels._config import PARALLEL_MIN_ELEMENTS
+
+    t0 = time.perf_counter()
+    probs = [_problem("lstsq:m=16,n=8,kappa=2", 0)]
+    if numba.get_num_threads() > 1:
+        probs.append(_problem(f"quadratic:d={PARALLEL_MIN_ELEMENTS}", 0))
+    seen: set[tuple[str, str | None, str, bool]] = set()
+    for c in cases:
+        key = (c.method, c.compressor, c.scheme, c.staleness > 0)
+        if key in seen:
+            continue
+        seen.add(key)
+        for prob in probs:
+            case = TrainCase(prob.spec, c.method, c.compressor, c.scheme, 2, 0.0, 0,
+                             min(c.staleness, 1), 0, 1)
+            method(c.method).run(_context(MPI.COMM_SELF, prob, case))
+    return time.perf_counter() - t0
+
+
 def _median_slowest(a: np.ndarray, slowest: np.ndarray) -> float:
     """Median over iterations of ``a`` on each iteration's slowest rank (``slowest``);
     the iterations a diverged run never made (NaN) are left out."""
