@@ -110,7 +110,8 @@ def compressor_name(spec: str) -> str:
     if name == "qsgd":
         extra = f" bucket={p['bucket']}" if p.get("bucket", "0") != "0" else ""
         norm = f" {p['norm']}" if p.get("norm", "l2") != "l2" else ""
-        return f"QSGD s={p.get('s', '?')}{norm}{extra}"
+        code = f" {p['code']}" if p.get("code", "fixed") != "fixed" else ""
+        return f"QSGD s={p.get('s', '?')}{norm}{extra}{code}"
     if name in ("randk", "topk"):
         ratio = float(p.get("ratio", "0") or 0)
         size = f"{100 * ratio:g}%" if ratio > 0 else f"k={p.get('k', '?')}"

@@ -246,3 +246,15 @@ def test_a_diverged_run_stops_and_says_so() -> None:
     assert tr.log_iter[-1] == stop
     gd = train(_ctx(prob, "qsgd:bits=4", iterations=200, step=5.0), "gd")
     assert gd.rate() == math.inf and gd.info["diverged_at"] < 200
+
+
+def test_entropy_coded_messages_count_their_real_bits() -> None:
+    """qsgd with code=rans: the trace's bits are the coded message's (the bytes really sent,
+    less the header), below the fixed-length count, and training equals code=fixed."""
+    prob = _lstsq(256, seed=0, m=512)
+    fixed = train(_ctx(prob, "qsgd:s=4,bucket=0", iterations=5), "ecq-sgd")
+    coded = train(_ctx(prob, "qsgd:s=4,bucket=0,code=rans", iterations=5), "ecq-sgd")
+    bits = coded.series["payload_bits"] + coded.series["side_bits"]
+    assert np.all(bits == 8 * (coded.series["bytes_sent"] - 60))
+    assert np.all(coded.series["payload_bits"] < fixed.series["payload_bits"])
+    assert np.array_equal(coded.x, fixed.x)

@@ -17,7 +17,9 @@ The trace (one row per iteration ``t = 0..T-1``, plus logged points)
   rank (hpcq headers included: :class:`hpcq.collectives.Stats`), and
   ``payload_bits`` / ``side_bits``, the bits the papers' theory counts for this
   rank's message (:meth:`~hpcq.compressors.base.Compressor.theory_bits`: values
-  or indices, then every scale, norm or range that had to travel);
+  or indices, then every scale, norm or range that had to travel; for a
+  variable-length (entropy) code moved by allgather, the payload is the message's
+  real coded length: its bytes less the header, in bits, less the scales);
 * at logged iterations (``log_iter``; 0 is the start, ``k`` the point after
   ``k`` updates): ``loss`` = f(x), ``dist`` = ||x - x*|| when x* is known, and
   ``grad_norm`` = ||grad f(x)|| (exact, fp64 Allreduce: measured outside the

@@ -50,13 +50,16 @@ from hpcq.algorithms.base import (
     stop_diverged,
 )
 from hpcq.collectives import SCHEMES, Pending, Stats
-from hpcq.compressors import Compressor, compressor
+from hpcq.compressors import HEADER_BYTES, Compressor, compressor
 from hpcq.compressors.base import Param
 from hpcq.feedback import ErrorFeedback
 from hpcq.kernels.update import axpy
 
 #: Schemes with a nonblocking form (staleness >= 1).
 NONBLOCKING = ("allgather", "two-phase", "allreduce-fp32")
+#: Schemes in which every rank's bytes_sent is exactly its own one message (in ps, rank 0
+#: also sends the mean; in two-phase, p chunks).
+ONE_MESSAGE = ("allgather",)
 #: Schemes through which a rank's error-feedback memory can work (it must see its own message).
 FEEDBACK_SCHEMES = ("allgather", "two-phase", "ps", "ps-compressed")
 
@@ -134,6 +137,11 @@ class CompressedGD(Method):
         coeffs = self.feedback_coefficients()
         fb = ErrorFeedback(comp, *coeffs) if coeffs is not None else None
         payload, side = info_comp.theory_bits(d)
+        # A variable-length code (entropy-coded qsgd): theory_bits is the fixed-length
+        # bound; where the rank sends exactly one message, its real length is known from
+        # the bytes sent, and the coded bits are that, less the header and the scales.
+        measured = (send is not None and send.wire_bytes(d) is None
+                    and ctx.scheme in ONE_MESSAGE)
         trace = Trace(ctx.iterations, eta, rule)
         trace.info.update(omega=omega if omega is not None else float("nan"),
                           compressor=info_comp.spec)
@@ -171,7 +179,8 @@ class CompressedGD(Method):
             t2 = MPI.Wtime()
             trace.record(t, t_compute=t1 - t0, t_encode=enc, t_comm=comm_s, t_decode=dec,
                          t_update=t2 - tu, t_iter=t2 - t0, bytes_sent=sent, bytes_recv=recv,
-                         payload_bits=payload, side_bits=side)
+                         payload_bits=(8 * (sent - HEADER_BYTES) - side if measured
+                                       else payload), side_bits=side)
             if is_diverged(x, scale, t + 1):
                 stop_diverged(ctx, trace, t, x, gbuf)
                 break
