@@ -34,6 +34,7 @@ from hpcq.kernels._config import EXACT, INLINE
 from hpcq.kernels.blockpack import BLOCK, pack_block, stream_views, unpack_block
 from hpcq.kernels.entropy import (
     CORRUPT,
+    OK,
     TRUNCATED,
     bits_consumed,
     check_status,
@@ -112,6 +113,54 @@ def get_int(buf, end, acc, nb, pos, omega):  # type: ignore[no-untyped-def]
     acc >>= _U(k)
     nb -= k
     return (_ONE << _U(k)) | m, acc, nb, pos
+
+
+# ------------------------------------------------------------------ code tables
+@njit(**INLINE)
+def put_span(out, cap, acc, nb, pos, values):  # type: ignore[no-untyped-def]
+    """The non-zero span of ``values`` as Elias-gamma integers: ``lo + 1``, its length,
+    then each value + 1 (the Huffman and rANS tables); returns ``(acc, nb, pos)``."""
+    nz = np.flatnonzero(values)
+    lo, hi = nz[0], nz[-1]
+    acc, nb, pos = put_int(out, cap, acc, nb, pos, lo + 1, False)
+    acc, nb, pos = put_int(out, cap, acc, nb, pos, hi - lo + 1, False)
+    for k in range(lo, hi + 1):
+        acc, nb, pos = put_int(out, cap, acc, nb, pos, np.int64(values[k]) + 1, False)
+    return acc, nb, pos
+
+
+@njit(**INLINE)
+def get_span(buf, end, acc, nb, pos, dest, vmax):  # type: ignore[no-untyped-def]
+    """Read a :func:`put_span` into ``dest`` (zeroed outside the span):
+    ``(ok, first, last, acc, nb, pos)``; not ok when the span does not fit ``dest`` or
+    a value is above ``vmax``.  The caller checks the span's end points (after
+    :func:`table_end`, so that a truncated table reads as truncated)."""
+    lo, acc, nb, pos = get_int(buf, end, acc, nb, pos, False)
+    span, acc, nb, pos = get_int(buf, end, acc, nb, pos, False)
+    if lo == _U(0) or span == _U(0) or lo - _ONE + span > _U(dest.shape[0]):
+        return False, 0, 0, acc, nb, pos
+    dest[:] = 0
+    first = np.int64(lo) - 1
+    last = first + np.int64(span) - 1
+    for k in range(first, last + 1):
+        v, acc, nb, pos = get_int(buf, end, acc, nb, pos, False)
+        if v == _U(0) or v > _U(vmax) + _ONE:
+            return False, 0, 0, acc, nb, pos
+        dest[k] = v - _ONE
+    return True, first, last, acc, nb, pos
+
+
+@njit(**INLINE)
+def table_end(acc, nb, pos, end):  # type: ignore[no-untyped-def]
+    """``(status, bytes)`` after a table read from ``buf[0:end]``: truncated if it ran past
+    the end, corrupt unless its padding bits are zero; bytes: whole bytes it used."""
+    used = bits_consumed(nb, pos)
+    if used > 8 * end:
+        return TRUNCATED, 0
+    pad = (8 - used % 8) % 8
+    if pad and (_U(acc) & ((_ONE << _U(pad)) - _ONE)) != _U(0):
+        return CORRUPT, 0
+    return OK, (used + 7) // 8
 
 
 @njit(**INLINE)

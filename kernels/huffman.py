@@ -28,7 +28,7 @@ from numba import njit
 from hpcq.kernels._config import EXACT, INLINE
 from hpcq.kernels.bitpack import get_code
 from hpcq.kernels.blockpack import BLOCK, pack_block, stream_views, unpack_block
-from hpcq.kernels.elias import get_int, put_int
+from hpcq.kernels.elias import get_span, put_span, table_end
 from hpcq.kernels.entropy import (
     CORRUPT,
     OK,
@@ -159,13 +159,7 @@ def _decoder_tables(lengths, lut, count, syms):  # type: ignore[no-untyped-def]
 @njit(**EXACT)
 def _write_table(lengths, out, cap):  # type: ignore[no-untyped-def]
     """The table of ``lengths`` at ``out[0:]``; bytes written, -1 if ``cap`` is too small."""
-    nz = np.flatnonzero(lengths)
-    lo, hi = nz[0], nz[-1]
-    acc, nb, pos = _U(0), 0, np.int64(0)
-    acc, nb, pos = put_int(out, cap, acc, nb, pos, lo + 1, False)
-    acc, nb, pos = put_int(out, cap, acc, nb, pos, hi - lo + 1, False)
-    for k in range(lo, hi + 1):
-        acc, nb, pos = put_int(out, cap, acc, nb, pos, np.int64(lengths[k]) + 1, False)
+    acc, nb, pos = put_span(out, cap, _U(0), 0, np.int64(0), lengths)
     return flush_bits(out, cap, acc, nb, pos)
 
 
@@ -173,27 +167,16 @@ def _write_table(lengths, out, cap):  # type: ignore[no-untyped-def]
 def _read_table(buf, nsym, lengths):  # type: ignore[no-untyped-def]
     """(status, bytes) of the table at the start of ``buf`` for an alphabet of ``nsym``."""
     end = buf.shape[0]
-    acc, nb, pos = _U(0), 0, np.int64(0)
-    lo, acc, nb, pos = get_int(buf, end, acc, nb, pos, False)
-    span, acc, nb, pos = get_int(buf, end, acc, nb, pos, False)
-    if lo == _U(0) or span == _U(0) or lo - _ONE + span > _U(nsym):
+    ok, first, last, acc, nb, pos = get_span(buf, end, _U(0), 0, np.int64(0),
+                                             lengths[:nsym], MAX_LEN)
+    if not ok:
         return CORRUPT, 0
-    lengths[:] = 0
-    first = np.int64(lo) - 1
-    for k in range(first, first + np.int64(span)):
-        v, acc, nb, pos = get_int(buf, end, acc, nb, pos, False)
-        if v == _U(0) or v > _U(MAX_LEN + 1):
-            return CORRUPT, 0
-        lengths[k] = v - _ONE
-    used = bits_consumed(nb, pos)
-    if used > 8 * end:
-        return TRUNCATED, 0
-    if lengths[first] == 0 or lengths[first + np.int64(span) - 1] == 0:
+    status, nbytes = table_end(acc, nb, pos, end)
+    if status != OK:
+        return status, 0
+    if lengths[first] == 0 or lengths[last] == 0:
         return CORRUPT, 0
-    pad = (8 - used % 8) % 8
-    if pad and (acc & ((_ONE << _U(pad)) - _ONE)) != _U(0):
-        return CORRUPT, 0
-    return OK, (used + 7) // 8
+    return OK, nbytes
 
 
 # ------------------------------------------------------------------ coding

@@ -31,12 +31,11 @@ from numba import njit
 
 from hpcq.kernels._config import EXACT, INLINE
 from hpcq.kernels.blockpack import BLOCK, pack_block, stream_views, unpack_block
-from hpcq.kernels.elias import get_int, put_int
+from hpcq.kernels.elias import get_int, get_span, put_int, put_span, table_end
 from hpcq.kernels.entropy import (
     CORRUPT,
     OK,
     TRUNCATED,
-    bits_consumed,
     check_status,
     check_stream,
     flush_bits,
@@ -241,14 +240,8 @@ def _decode(buf, start, n, width, freq, pbits, codes):  # type: ignore[no-untype
 # ------------------------------------------------------------------ table on the wire
 @njit(**EXACT)
 def _write_table(freq, pbits, out, cap):  # type: ignore[no-untyped-def]
-    nz = np.flatnonzero(freq)
-    lo, hi = nz[0], nz[-1]
-    acc, nb, pos = _U(0), 0, np.int64(0)
-    acc, nb, pos = put_int(out, cap, acc, nb, pos, pbits, False)
-    acc, nb, pos = put_int(out, cap, acc, nb, pos, lo + 1, False)
-    acc, nb, pos = put_int(out, cap, acc, nb, pos, hi - lo + 1, False)
-    for s in range(lo, hi + 1):
-        acc, nb, pos = put_int(out, cap, acc, nb, pos, freq[s] + 1, False)
+    acc, nb, pos = put_int(out, cap, _U(0), 0, np.int64(0), pbits, False)
+    acc, nb, pos = put_span(out, cap, acc, nb, pos, freq)
     return flush_bits(out, cap, acc, nb, pos)
 
 
@@ -256,32 +249,19 @@ def _write_table(freq, pbits, out, cap):  # type: ignore[no-untyped-def]
 def _read_table(buf, nsym, freq):  # type: ignore[no-untyped-def]
     """(status, P, bytes) of the table at the start of ``buf``; fills ``freq`` (nsym)."""
     end = buf.shape[0]
-    acc, nb, pos = _U(0), 0, np.int64(0)
-    pb, acc, nb, pos = get_int(buf, end, acc, nb, pos, False)
-    lo, acc, nb, pos = get_int(buf, end, acc, nb, pos, False)
-    span, acc, nb, pos = get_int(buf, end, acc, nb, pos, False)
-    if (pb == _U(0) or pb > _U(MAX_PROB_BITS) or lo == _U(0) or span == _U(0)
-            or lo - _ONE + span > _U(nsym)):
+    pb, acc, nb, pos = get_int(buf, end, _U(0), 0, np.int64(0), False)
+    if pb == _U(0) or pb > _U(MAX_PROB_BITS):
         return CORRUPT, 0, 0
     m = np.int64(1) << np.int64(pb)
-    freq[:] = 0
-    first = np.int64(lo) - 1
-    total = 0
-    for s in range(first, first + np.int64(span)):
-        v, acc, nb, pos = get_int(buf, end, acc, nb, pos, False)
-        if v == _U(0) or v > _U(m + 1):
-            return CORRUPT, 0, 0
-        freq[s] = np.int64(v) - 1
-        total += freq[s]
-    used = bits_consumed(nb, pos)
-    if used > 8 * end:
-        return TRUNCATED, 0, 0
-    if total != m or freq[first] == 0 or freq[first + np.int64(span) - 1] == 0:
+    ok, first, last, acc, nb, pos = get_span(buf, end, acc, nb, pos, freq[:nsym], m)
+    if not ok:
         return CORRUPT, 0, 0
-    pad = (8 - used % 8) % 8
-    if pad and (acc & ((_ONE << _U(pad)) - _ONE)) != _U(0):
+    status, nbytes = table_end(acc, nb, pos, end)
+    if status != OK:
+        return status, 0, 0
+    if freq.sum() != m or freq[first] == 0 or freq[last] == 0:
         return CORRUPT, 0, 0
-    return OK, np.int64(pb), (used + 7) // 8
+    return OK, np.int64(pb), nbytes
 
 
 # ------------------------------------------------------------------ wrappers
