@@ -71,9 +71,16 @@ def _params_text(info: dict[str, Any]) -> str:
         for k, v in info["params"].items()) or "-"
 
 
-def _print_params(listing: dict[str, dict[str, Any]], width: int) -> None:
+def _print_listing(listing: dict[str, dict[str, Any]], as_json: bool, footer: str) -> int:
+    """``hpcq methods`` / ``hpcq problems``: JSON, or name, summary and parameters, then
+    ``footer``; the exit code."""
+    if as_json:
+        print(json.dumps(listing, indent=2, default=str))
+        return 0
     for name, info in listing.items():
-        print(f"{name:<{width}}{info['summary']}\n{'':<{width}}parameters: {_params_text(info)}")
+        print(f"{name:<12}{info['summary']}\n{'':<12}parameters: {_params_text(info)}")
+    print(footer)
+    return 0
 
 
 @command("compressors", "list every registered compressor",
@@ -101,16 +108,12 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from hpcq.algorithms import methods
 
     listing = methods()
-    if args.json:
-        print(json.dumps(listing, indent=2))
-        return 0
-    for info in listing.values():
-        if info["takes_compressor"]:
-            info["summary"] += " [over the job's compressors]"
-    _print_params(listing, 12)
-    print("# [over the job's compressors]: crossed with [train] compressors; the others build "
-          "their own")
-    return 0
+    if not args.json:
+        for info in listing.values():
+            if info["takes_compressor"]:
+                info["summary"] += " [over the job's compressors]"
+    return _print_listing(listing, args.json, "# [over the job's compressors]: crossed with "
+                          "[train] compressors; the others build their own")
 
 
 @command("problems", "list every problem ([train] problems)",
@@ -118,14 +121,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_problems(args: argparse.Namespace) -> int:
     from hpcq.problems import problems
 
-    listing = problems()
-    if args.json:
-        print(json.dumps(listing, indent=2, default=str))
-        return 0
-    _print_params(listing, 12)
-    print("# data=sklearn:NAME (scikit-learn's bundled datasets) or a path to a LIBSVM/svmlight "
-          "text file, .npz or .h5 file")
-    return 0
+    return _print_listing(problems(), args.json, "# data=sklearn:NAME (scikit-learn's bundled "
+                          "datasets) or a path to a LIBSVM/svmlight text file, .npz or .h5 file")
 
 
 def _configure_bench(p: argparse.ArgumentParser) -> None:
