@@ -208,9 +208,8 @@ class DQBase(Method):
         else:
             gains = momentum_gain(self.kind, eta, beta, L, mu, T)
         trace = Trace(T, eta, rule)
-        rng_extra = {"range": np.zeros(T), "clipped": np.zeros(T), "u_inf": np.zeros(T),
-                     "grad_bytes": np.zeros(T), "grad_comm": np.zeros(T)}
-        trace.extra.update(rng_extra)
+        trace.extra.update({name: np.zeros(T) for name in ("range", "clipped", "u_inf",
+                                                           "grad_bytes", "grad_comm")})
         rho_n = math.sqrt(n)
         threshold = math.log2(rho_n / sigma) if sigma > 0 else math.inf
         trace.info.update(
@@ -259,7 +258,6 @@ class DQBase(Method):
                 stop_diverged(ctx, trace, t - 1, xhat, gbuf)
                 break
             comp = base.with_range(r) if isinstance(base, FixedRange) else base
-            enc = 0.0
             if rank == 0:
                 buf = comp.encode(u.astype(np.float32), seed=ctx.seed, step=t)
             t3 = MPI.Wtime()
