@@ -28,12 +28,16 @@ COMPONENTS = (("encode", "encode_median_s", 1.0, ""), ("communicate", "comm_medi
               ("decode", "decode_median_s", 0.3, ".."))
 
 #: Scheme -> (colour, marker, line style) in the projection figure; the baselines in grays.
-SCHEME_STYLES = {"allgather": (PALETTE[0], "o", "-"), "two-phase": (PALETTE[1], "s", "-."),
-                 "ps": (PALETTE[2], "^", ":"), "ps-compressed": (PALETTE[3], "D", (0, (5, 1))),
-                 "ps-reduce": (PALETTE[4], "v", (0, (1, 1))),
-                 "allreduce-fp32": ("#000000", "X", "--"),
-                 "allreduce-fp16": ("0.45", "P", (0, (3, 1, 1, 1))),
-                 "allreduce-bf16": ("0.65", "*", (0, (3, 1, 1, 1, 1, 1)))}
+def _scheme_styles() -> dict[str, tuple[Any, str, Any]]:
+    """(colour, marker, line style) per registered scheme: its own ``style`` fact, else one
+    picked by its rank among the schemes (so a new scheme needs no entry here)."""
+    from hpcq.collectives import SCHEMES
+    from hpcq.collectives.scheme import style_of
+
+    return {name: style_of(name, PALETTE, "".join(MARKERS)) for name in SCHEMES.names()}
+
+
+SCHEME_STYLES = _scheme_styles()
 
 Rows = Sequence[dict[str, Any]]
 

@@ -67,11 +67,13 @@ the largest measured p are extrapolations.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from hpcq.collectives.scheme import Cost, lg
 
 #: The rank counts of :func:`project` besides the measured ones: 2, 4, ..., 1024.
 PROJECTION_P = tuple(2 ** k for k in range(1, 11))
@@ -82,62 +84,31 @@ POOLED = "*"
 _RANK_TOL = 1e-9
 
 
-def lg(p: int) -> int:
-    """ceil(log2 p): the rounds of recursive doubling or halving."""
-    return max(0, math.ceil(math.log2(p))) if p >= 1 else 0
+#: The cost terms of a scheme (defined with the scheme, :class:`hpcq.collectives.Cost`).
+Algorithm = Cost
 
 
-def _ring(p: int) -> float:
-    return 2.0 * (p - 1) / p
+def _registered() -> dict[str, Cost]:
+    from hpcq.collectives import SCHEMES
+
+    return {name: s.cost for name, s in SCHEMES.items()}
 
 
-@dataclass(frozen=True)
-class Algorithm:
-    """How one scheme moves its data: steps L(p), bytes B(p, m, d), codec work E(p), D(p)."""
-
-    mpi: str
-    steps: Callable[[int], float]
-    volume: Callable[[int, float, int], float]
-    encodes: Callable[[int], float]
-    decodes: Callable[[int], float]
-    #: (L, B, E, D) as text for the report's table.
-    text: tuple[str, str, str, str]
-    #: m of the message from the measured wire (mean over ranks of bytes_sent), d and p.
-    message: Callable[[float, int, int], float] = lambda wire, d, p: wire
-    #: Each of the p chunk messages carries the codec's header (two-phase).
-    chunk_headers: bool = False
+#: Every registered scheme's cost terms, by name (read from the scheme objects).
+ALGORITHMS: dict[str, Cost] = _registered()
 
 
-_ALLREDUCE = Algorithm(
-    "Rabenseifner: recursive-halving reduce-scatter, recursive-doubling allgather",
-    lambda p: 2 * lg(p), lambda p, n, d: _ring(p) * n, lambda p: 1.0, lambda p: 1.0,
-    ("2 lg p", "2 (p-1)/p n", "1", "1"))
-_PS_BCAST = "scatter + ring-allgather Bcast"
-ALGORITHMS: dict[str, Algorithm] = {
-    "allreduce-fp32": _ALLREDUCE, "allreduce-fp16": _ALLREDUCE, "allreduce-bf16": _ALLREDUCE,
-    "allgather": Algorithm(
-        "recursive-doubling Allgather(v)", lg, lambda p, m, d: (p - 1) * m,
-        lambda p: 1.0, lambda p: float(p), ("lg p", "(p-1) m", "1", "p")),
-    "two-phase": Algorithm(
-        "pairwise Alltoall(v) of m/p-byte chunks, recursive-doubling Allgather(v) of m/p",
-        lambda p: (p - 1) + lg(p), lambda p, m, d: _ring(p) * m, lambda p: 1.0 + 1.0 / p,
-        lambda p: 2.0, ("(p-1) + lg p", "2 (p-1)/p m", "1 + 1/p", "2"), chunk_headers=True),
-    "ps": Algorithm(
-        f"binomial Gather(v) to rank 0, {_PS_BCAST} of the fp32 mean",
-        lambda p: 2 * lg(p) + (p - 1), lambda p, m, d: (p - 1) * m + _ring(p) * 4 * d,
-        lambda p: 1.0, lambda p: float(p),
-        ("2 lg p + (p-1)", "(p-1) m + 2 (p-1)/p 4d", "1", "p"),
-        message=lambda wire, d, p: max(0.0, (p * wire - 4 * d) / (p - 1))),
-    "ps-compressed": Algorithm(
-        f"binomial Gather(v) to rank 0, {_PS_BCAST} of the m-byte mean",
-        lambda p: 2 * lg(p) + (p - 1), lambda p, m, d: (p - 1) * m + _ring(p) * m,
-        lambda p: 2.0, lambda p: p + 1.0, ("2 lg p + (p-1)", "(p-1) m + 2 (p-1)/p m", "2",
-                                           "p + 1")),
-    "ps-reduce": Algorithm(
-        f"Rabenseifner Reduce to rank 0, {_PS_BCAST}", lambda p: 3 * lg(p) + (p - 1),
-        lambda p, n, d: 2 * _ring(p) * n, lambda p: 1.0, lambda p: 1.0,
-        ("3 lg p + (p-1)", "4 (p-1)/p n", "1", "1")),
-}
+def algorithm(name: str) -> Cost | None:
+    """The cost terms of scheme ``name`` (a spec with parameters too); None if hpcq has no
+    such scheme (a file written by a newer hpcq)."""
+    from hpcq.collectives import scheme
+
+    if name in ALGORITHMS:
+        return ALGORITHMS[name]
+    try:
+        return scheme(name).cost
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -220,14 +191,15 @@ def points(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def usable(row: dict[str, Any]) -> bool:
     """Whether a collectives row can enter the model (see :func:`points`)."""
     return (int(row.get("nprocs") or 0) >= 2 and row.get("comm_median_s") is not None
-            and str(row.get("scheme")) in ALGORITHMS
+            and algorithm(str(row.get("scheme"))) is not None
             and row.get("wire_bytes_per_rank") is not None
             and row.get("cpu_binding") != "oversubscribed")
 
 
 def message_bytes(point: dict[str, Any], p: int | None = None) -> float:
     """m of ``point``'s scheme at ``p`` ranks (its own p by default) from its measured bytes."""
-    alg = ALGORITHMS[point["scheme"]]
+    alg = algorithm(point["scheme"])
+    assert alg is not None  # usable() kept only known schemes
     m = alg.message(point["wire"], point["d"], point["p"])
     if p is None or p == point["p"] or not alg.chunk_headers:
         return m
@@ -237,7 +209,8 @@ def message_bytes(point: dict[str, Any], p: int | None = None) -> float:
 def design(point: dict[str, Any], p: int | None = None) -> tuple[float, float]:
     """(L(p), B(p, d)) of ``point`` at ``p`` ranks (its own p by default)."""
     p = point["p"] if p is None else p
-    alg = ALGORITHMS[point["scheme"]]
+    alg = algorithm(point["scheme"])
+    assert alg is not None  # usable() kept only known schemes
     return float(alg.steps(p)), float(alg.volume(p, message_bytes(point, p), point["d"]))
 
 
@@ -343,7 +316,8 @@ def project(rows: Iterable[dict[str, Any]], fits: Sequence[Fit],
         f, which = fit_for(fits, machine, scheme, spec)
         if f is None:
             continue
-        alg = ALGORITHMS[scheme]
+        alg = algorithm(scheme)
+        assert alg is not None
         at = {q["p"]: q for q in pts}
         for p in sorted(wanted | set(at)):
             near = at[min(at, key=lambda m: (abs(math.log2(m / p)), -m))]

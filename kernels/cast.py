@@ -178,11 +178,11 @@ def to_bf16(x: np.ndarray, out: np.ndarray) -> int:
     return int((_to_bf16_par if use_parallel(n) else _to_bf16)(x.view(np.uint32), out))
 
 
-def from_bf16(h: np.ndarray) -> np.ndarray:
-    """float32 values of the bf16 bit patterns ``h`` (uint16)."""
-    out = np.empty(h.shape[0], dtype=np.uint32)
-    (_from_bf16_par if use_parallel(h.shape[0]) else _from_bf16)(h, out)
-    return out.view(np.float32)
+def from_bf16(h: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 values of the bf16 bit patterns ``h`` (uint16), into float32 ``out`` if given."""
+    bits = np.empty(h.shape[0], dtype=np.uint32) if out is None else out.view(np.uint32)
+    (_from_bf16_par if use_parallel(h.shape[0]) else _from_bf16)(h, bits)
+    return bits.view(np.float32)
 
 
 def to_fp16(x: np.ndarray, out: np.ndarray) -> int:
@@ -191,11 +191,11 @@ def to_fp16(x: np.ndarray, out: np.ndarray) -> int:
     return int((_to_fp16_par if use_parallel(n) else _to_fp16)(x.view(np.uint32), out))
 
 
-def from_fp16(h: np.ndarray) -> np.ndarray:
-    """float32 values of the fp16 bit patterns ``h`` (uint16)."""
-    out = np.empty(h.shape[0], dtype=np.uint32)
-    (_from_fp16_par if use_parallel(h.shape[0]) else _from_fp16)(h, out)
-    return out.view(np.float32)
+def from_fp16(h: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 values of the fp16 bit patterns ``h`` (uint16), into float32 ``out`` if given."""
+    bits = np.empty(h.shape[0], dtype=np.uint32) if out is None else out.view(np.uint32)
+    (_from_fp16_par if use_parallel(h.shape[0]) else _from_fp16)(h, bits)
+    return bits.view(np.float32)
 
 
 def sum16(kind: str, a: np.ndarray, b: np.ndarray) -> int:

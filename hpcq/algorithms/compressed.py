@@ -49,46 +49,22 @@ from hpcq.algorithms.base import (
     scale_of,
     stop_diverged,
 )
-from hpcq.collectives import SCHEMES, Pending, Stats
+from hpcq.collectives import SCHEMES, Pending, Scheme, Session, Stats, scheme
 from hpcq.compressors import HEADER_BYTES, Compressor, compressor
 from hpcq.compressors.base import Param
 from hpcq.feedback import ErrorFeedback
 from hpcq.kernels.update import axpy
 
-#: Schemes with a nonblocking form (staleness >= 1).
-NONBLOCKING = ("allgather", "two-phase", "allreduce-fp32")
-#: Schemes in which every rank's bytes_sent is exactly its own one message (in ps, rank 0
-#: also sends the mean; in two-phase, p chunks).
-ONE_MESSAGE = ("allgather",)
-#: Schemes through which a rank's error-feedback memory can work (it must see its own message).
-FEEDBACK_SCHEMES = ("allgather", "two-phase", "ps", "ps-compressed")
-
-
-def start_mean(comm: Any, g: np.ndarray, comp: Compressor | None, scheme: str, *, seed: int,
-               step: int, feedback: ErrorFeedback | None, blocking: bool
-               ) -> tuple[np.ndarray, Stats] | Pending:
-    """The mean over ranks of ``g`` by ``scheme``: ``(mean, stats)``, or a :class:`Pending`."""
-    from hpcq.collectives import (
-        allgather_mean,
-        iallgather_mean,
-        iallreduce_mean,
-        itwo_phase_mean,
-        ps_mean,
-        two_phase_mean,
-    )
-
-    if scheme == "allgather":
-        fn = allgather_mean if blocking else iallgather_mean
-        return fn(comm, g, comp, seed=seed, step=step, feedback=feedback)
-    if scheme == "two-phase":
-        fn = two_phase_mean if blocking else itwo_phase_mean
-        return fn(comm, g, comp, seed=seed, step=step, feedback=feedback)
-    if scheme in ("ps", "ps-compressed"):
-        return ps_mean(comm, g, comp, seed=seed, step=step, feedback=feedback,
-                       downlink="compressed" if scheme == "ps-compressed" else "fp32")
-    if scheme == "allreduce-fp32" and not blocking:
-        return iallreduce_mean(comm, g)
-    return SCHEMES.get(scheme)(comm, g, comp, seed=seed, step=step)
+def start_mean(comm: Any, g: np.ndarray, comp: Compressor | None, sch: Scheme, *, seed: int,
+               step: int, feedback: ErrorFeedback | None, blocking: bool,
+               session: Session | None = None) -> tuple[np.ndarray, Stats] | Pending:
+    """The mean over ranks of ``g`` by scheme ``sch``: ``(mean, stats)``, or a :class:`Pending`."""
+    kw: dict[str, Any] = {"seed": seed, "step": step, "session": session}
+    if feedback is not None:
+        kw["feedback"] = feedback
+    if blocking:
+        return sch.mean(comm, g, comp, **kw)
+    return sch.start(comm, g, comp, **kw)
 
 
 class CompressedGD(Method):
@@ -102,16 +78,18 @@ class CompressedGD(Method):
     def check(self, ctx: Context) -> None:
         if ctx.step <= 0:
             require_constants(ctx, self.name)
-        scheme = SCHEMES.get(ctx.scheme)
+        sch = scheme(ctx.scheme)
         comp = self.compressor(ctx)
-        scheme.check(comp if scheme.cast is None else None)
-        if self.feedback_coefficients() is not None and ctx.scheme not in FEEDBACK_SCHEMES:
+        sch.check(comp if sch.cast is None else None)
+        if self.feedback_coefficients() is not None and not sch.takes_feedback:
+            able = [n for n, s in SCHEMES.items() if s.takes_feedback]
             raise ValueError(f"method {self.name}: error feedback needs a scheme where each "
-                             f"rank encodes its own message ({', '.join(FEEDBACK_SCHEMES)}); "
+                             f"rank encodes its own message ({', '.join(able)}); "
                              f"got {ctx.scheme}")
-        if ctx.staleness and ctx.scheme not in NONBLOCKING:
+        if ctx.staleness and not sch.nonblocking:
+            able = [n for n, s in SCHEMES.items() if s.nonblocking]
             raise ValueError(f"method {self.name}: staleness {ctx.staleness} needs a "
-                             f"nonblocking scheme ({', '.join(NONBLOCKING)}); got {ctx.scheme}")
+                             f"nonblocking scheme ({', '.join(able)}); got {ctx.scheme}")
 
     def compressor(self, ctx: Context) -> Compressor:
         """The compressor of the run (the job's, or the method's own)."""
@@ -127,11 +105,11 @@ class CompressedGD(Method):
         from mpi4py import MPI
 
         comm, prob = ctx.comm, ctx.problem
-        scheme = SCHEMES.get(ctx.scheme)
+        sch = scheme(ctx.scheme)
         comp = self.compressor(ctx)
-        send = comp if scheme.cast is None else None
+        send = comp if sch.cast is None else None
         d = prob.d
-        info_comp = comp if send is not None else compressor(scheme.cast or "fp32")
+        info_comp = comp if send is not None else compressor(sch.cast or "fp32")
         omega = info_comp.error_bound(d)
         eta, rule = compressed_step(ctx, omega, info_comp.unbiased)
         coeffs = self.feedback_coefficients()
@@ -141,7 +119,7 @@ class CompressedGD(Method):
         # bound; where the rank sends exactly one message, its real length is known from
         # the bytes sent, and the coded bits are that, less the header and the scales.
         measured = (send is not None and send.wire_bytes(d) is None
-                    and ctx.scheme in ONE_MESSAGE)
+                    and sch.one_message)
         trace = Trace(ctx.iterations, eta, rule)
         trace.info.update(omega=omega if omega is not None else float("nan"),
                           compressor=info_comp.spec)
@@ -151,13 +129,14 @@ class CompressedGD(Method):
         log_point(ctx, trace, 0, x, gbuf)
         pending: deque[tuple[int, Pending]] = deque()
         tau = ctx.staleness
+        session = Session(comm)  # the baselines' output buffer, reused every step
         for t in range(ctx.iterations):
             t0 = MPI.Wtime()
             batch = prob.batch(ctx.batch, ctx.seed, t) if ctx.batch else None
             g = prob.grad(x, batch, out=gbuf)
             t1 = MPI.Wtime()
-            res = start_mean(comm, g, send, ctx.scheme, seed=ctx.seed, step=t, feedback=fb,
-                             blocking=tau == 0)
+            res = start_mean(comm, g, send, sch, seed=ctx.seed, step=t, feedback=fb,
+                             blocking=tau == 0, session=session)
             if isinstance(res, Pending):
                 enc, posted, sent, recv = (res.stats.encode_s, res.stats.comm_s,
                                            res.stats.bytes_sent, res.stats.bytes_recv)

@@ -62,7 +62,7 @@ import numpy as np
 
 from hpcq.bench import guarantees, resolve_compressors
 from hpcq.bench.kernels import compile_kernels, compile_sums
-from hpcq.collectives import SCHEMES, chunk_bounds
+from hpcq.collectives import SCHEMES, BoundInputs, Session, scheme
 from hpcq.compressors import Compressor, compressor
 
 DEFAULT_SPECS = ("qsgd:bits=8", "qsgd:bits=4", "qsgd:bits=2", "sign", "hadamard+sign:scale=drive")
@@ -110,7 +110,7 @@ class Case:
     @property
     def baseline(self) -> bool:
         """True for a scheme with a fixed cast (``allreduce-*``)."""
-        return SCHEMES.get(self.scheme).cast is not None
+        return scheme(self.scheme).cast is not None
 
     @property
     def label(self) -> str:
@@ -160,7 +160,7 @@ def expand(
         )
     if not sizes or min(sizes) < 1:
         raise ValueError("sizes must be a non-empty list of lengths >= 1")
-    chosen = [SCHEMES.get(name) for name in dict.fromkeys(schemes)]
+    chosen = [scheme(name) for name in dict.fromkeys(schemes)]
     if not chosen:
         raise ValueError(f"no scheme given; valid: {', '.join(SCHEMES.names())}")
     comps, _ = resolve_compressors(specs, skip_unavailable=skip_unavailable)
@@ -173,8 +173,8 @@ def expand(
     out: list[Case] = []
     for d in sizes:
         its = iterations_for(d, iterations)
-        out += [Case(s.name, str(s.cast), d, its, warmup, seed) for s in chosen if s.cast]
-        out += [Case(s.name, given, d, its, warmup, seed) for s in compressed for given, _ in comps]
+        out += [Case(s.spec, str(s.cast), d, its, warmup, seed) for s in chosen if s.cast]
+        out += [Case(s.spec, given, d, its, warmup, seed) for s in compressed for given, _ in comps]
     return out
 
 
@@ -194,17 +194,17 @@ def compile_for(cases: Sequence[Case], *, nprocs: int | None = None) -> float:
     kinds: set[str] = set()
     big = False
     for c in cases:
-        scheme = SCHEMES.get(c.scheme)
+        sch = scheme(c.scheme)
         comp = _compressor(c.spec)
         comps.setdefault(comp.spec, comp)
-        kind = guarantees.cast_kind(c.scheme, comp)
+        kind = sch.sums_in(comp)
         if kind in ("fp16", "bf16"):
             kinds.add(kind)
         lengths = [c.d]
-        if scheme.name == "two-phase" and nprocs:
-            lengths = sorted({int(n) for n in np.diff(chunk_bounds(c.d, nprocs)) if n > 0})
-            for n in lengths:  # the exact (odd, short) chunk lengths, when cheap
-                if n < 1 << 16:
+        if nprocs and sch.cast is None:
+            lengths = sch.codec_lengths(c.d, nprocs)
+            for n in lengths:  # the exact (odd, short) lengths the codec sees, when cheap
+                if n != c.d and n < 1 << 16:
                     comp.decode(comp.encode(np.ones(n, dtype=np.float32)))
         big = big or max(lengths) >= PARALLEL_MIN_ELEMENTS
     compile_kernels(list(comps.values()), [PARALLEL_MIN_ELEMENTS] if big else [])
@@ -260,12 +260,13 @@ def _timed(comm: Any, case: Case, x: np.ndarray, comp: Compressor | None) -> np.
     """Warm-up and timed calls: (n, 6) of encode, comm, decode, wall seconds, bytes sent, recv."""
     from mpi4py import MPI
 
-    wtime, barrier, scheme = MPI.Wtime, comm.Barrier, SCHEMES.get(case.scheme)
+    wtime, barrier, sch = MPI.Wtime, comm.Barrier, scheme(case.scheme)
     seed, rows = case.seed, []
+    session = Session(comm)  # buffers reused across calls, as a training loop reuses them
     for step in range(case.warmup + case.iterations):
         barrier()
         t0 = wtime()
-        result = scheme(comm, x, comp, seed=seed, step=step)
+        result = sch(comm, x, comp, seed=seed, step=step, session=session)
         t1 = wtime()
         st = result[1]
         rows.append((st.encode_s, st.comm_s, st.decode_s, t1 - t0, st.bytes_sent, st.bytes_recv))
@@ -306,10 +307,10 @@ def _validate(
     comm: Any, case: Case, data: dict[str, Any], comp: Compressor | None
 ) -> tuple[bool, list[float]]:
     """K untimed calls: (every rank held rank 0's bits each time, rank 0's NMSE of each)."""
-    scheme, first = SCHEMES.get(case.scheme), case.warmup + case.iterations
+    sch, first = scheme(case.scheme), case.warmup + case.iterations
     consistent, draws = True, []
     for step in range(first, first + guarantees.validation_draws(case.d)):
-        mean, _ = scheme(comm, data["x"], comp, seed=case.seed, step=step)
+        mean, _ = sch(comm, data["x"], comp, seed=case.seed, step=step)
         consistent = _consistent(comm, mean) and consistent
         if data["exact"] is not None:
             draws.append(_nmse(mean, data["exact"]))
@@ -326,9 +327,9 @@ def run_case(
 
     See the module docstring for what is measured and returned; other ranks get None.
     """
-    scheme = SCHEMES.get(case.scheme)
+    sch = scheme(case.scheme)
     comp = _compressor(case.spec)
-    run_comp = None if scheme.cast else comp
+    run_comp = None if sch.cast else comp
     rank, p, d = comm.Get_rank(), comm.Get_size(), case.d
     data = _data(comm, case.seed, d)
     samples = _timed(comm, case, data["x"], run_comp)
@@ -340,12 +341,8 @@ def run_case(
     allv = np.stack([g[0] for g in gathered])  # (nprocs, n, 6)
     sq_norms = [g[1] for g in gathered]
     mean_sq = float(np.dot(data["exact"], data["exact"]))
-    kind = guarantees.cast_kind(case.scheme, comp)
-    bound = (
-        guarantees.cast_bound(case.scheme, kind, p, d, data["abs_sum"], data["abs_sq"], mean_sq)
-        if kind is not None
-        else guarantees.codec_bound(case.scheme, comp, d, p, sq_norms, mean_sq)
-    )
+    inputs = BoundInputs(tuple(sq_norms), mean_sq, data["abs_sum"], data["abs_sq"])
+    bound = guarantees.scheme_bound(sch, None if sch.cast else comp, d, p, inputs)
     limit = guarantees.allowed(bound, draws)
     status = "none"
     if check:
@@ -415,7 +412,7 @@ def run_case(
         "bytes_recv": (timed[:, :, 5].mean(axis=1), "bytes"),
     }
     row = {k: v for k, v in attrs.items() if k != "compressor"}
-    row["label"] = case.scheme if scheme.cast else f"{case.scheme} {case.spec}"
+    row["label"] = case.scheme if sch.cast else f"{case.scheme} {case.spec}"
     return attrs, datasets, row
 
 

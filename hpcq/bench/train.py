@@ -48,7 +48,7 @@ import numpy as np
 
 from hpcq.algorithms import METHODS, method
 from hpcq.algorithms.base import STEP_FIELDS, Context, gather_trace
-from hpcq.collectives import SCHEMES
+from hpcq.collectives import scheme
 from hpcq.compressors import compressor
 from hpcq.problems import problem
 
@@ -122,9 +122,10 @@ def expand(table: Any, seed: int, where: str) -> list[TrainCase]:
 
 def _expand_one(table: Any, problem_spec: str, seed: int, where: str) -> list[TrainCase]:
     """The cases of one problem and seed of a ``[train]`` table."""
-    if table.scheme not in SCHEMES:
-        raise ValueError(f"{where} scheme: unknown scheme {table.scheme!r}; valid: "
-                         f"{', '.join(SCHEMES.names())}")
+    try:
+        scheme(table.scheme)
+    except ValueError as e:
+        raise ValueError(f"{where} scheme: {e}") from None
     try:
         prob = _problem(problem_spec, seed)
     except (ValueError, OSError) as e:

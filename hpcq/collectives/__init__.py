@@ -11,8 +11,9 @@ message meant for all ranks counts once, at any size, however many receive it)
 and that it gets from other ranks (``bytes_recv``): the data the collective must
 move, not what the MPI library's algorithm puts on the wire.
 
-Schemes (registered in :data:`SCHEMES` under the names job files use)
----------------------------------------------------------------------
+Schemes (objects of :mod:`hpcq.collectives.scheme`, registered in :data:`SCHEMES` under the
+names job files use; each carries its facts: forms, feedback, guarantee, cost terms)
+---------------------------------------------------------------------------------------
 ================  ============================================================
 allgather         every rank encodes, ``Allgather`` (fixed size) or sizes then
                   ``Allgatherv``; every rank decodes all p messages and averages
@@ -45,14 +46,15 @@ random-k would keep the same coordinates twice and scale them by (d/k)^2.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from hpcq.collectives.scheme import SCHEMES, BoundInputs, Cost, Scheme, register, scheme
+from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
-from hpcq.registry import Registry
 
 
 @dataclass
@@ -73,52 +75,6 @@ class Stats:
     def as_dict(self) -> dict[str, float | int]:
         """The fields and ``total_s``, for tables and result files."""
         return {**asdict(self), "total_s": self.total_s}
-
-
-#: A scheme's mean: ``fn(comm, x, comp, *, seed, step) -> (mean, stats)``.
-MeanFn = Callable[..., tuple[np.ndarray, Stats]]
-
-
-@dataclass(frozen=True)
-class Scheme:
-    """One way to compute the mean over ranks.
-
-    ``codecs`` is None for schemes that take any compressor, else the codec
-    names they can do (the baselines carry their own codec); ``cast`` names the
-    codec a baseline always uses.
-    """
-
-    name: str
-    summary: str
-    mean: MeanFn
-    codecs: tuple[str, ...] | None = None
-    cast: str | None = None
-
-    def check(self, comp: Compressor | None) -> None:
-        """Raise ValueError naming the scheme and the codecs it can do if ``comp`` is not one."""
-        if self.cast is not None:
-            if comp is not None and comp.spec != self.cast:
-                raise ValueError(f"scheme {self.name} always sends {self.cast}; it takes no "
-                                 f"compressor (got {comp.spec})")
-            return
-        if comp is None:
-            raise ValueError(f"scheme {self.name} needs a compressor")
-        if self.codecs is not None and (comp.name not in self.codecs or comp.rotation):
-            raise ValueError(f"scheme {self.name} cannot do {comp.spec}: MPI can only sum "
-                             f"plain {', '.join(self.codecs)}")
-
-    def __call__(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *,
-                 seed: int = 0, step: int = 0) -> tuple[np.ndarray, Stats]:
-        """Run the scheme (``comp`` ignored by the baselines)."""
-        return self.mean(comm, x, comp, seed=seed, step=step)
-
-
-SCHEMES: Registry[Scheme] = Registry("scheme")
-
-
-def register(scheme: Scheme) -> Scheme:
-    """Add ``scheme`` to :data:`SCHEMES` under its name."""
-    return SCHEMES.register(scheme.name)(scheme)
 
 
 def second_seed(seed: int) -> int:
@@ -177,7 +133,7 @@ from hpcq.collectives.ps import ps_mean, ps_reduce_mean  # noqa: E402
 from hpcq.collectives.twophase import itwo_phase_mean, two_phase_mean  # noqa: E402
 
 __all__ = [
-    "SCHEMES", "Pending", "Scheme", "Stats", "allgather_mean", "allreduce_cast_mean",
+    "SCHEMES", "BoundInputs", "Cost", "Pending", "Scheme", "Session", "Stats", "scheme", "allgather_mean", "allreduce_cast_mean",
     "allreduce_mean", "average_messages", "chunk_bounds", "iallgather_mean", "iallreduce_mean",
     "idle_barrier",
     "itwo_phase_mean", "ps_mean", "ps_reduce_mean", "register", "second_seed", "two_phase_mean",

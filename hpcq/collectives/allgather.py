@@ -14,7 +14,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from hpcq.collectives import Scheme, Stats, average_messages, register
+from hpcq.collectives import Stats, average_messages
+from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register
+from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.feedback import ErrorFeedback
 
@@ -201,12 +203,48 @@ def iallgather_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0
     return Pending([ex.request], ex.finish, ex.stats, keep=ex.keep)
 
 
-def _allgather_scheme(comm: Any, x: np.ndarray, comp: Compressor | None, *, seed: int,
-                      step: int) -> tuple[np.ndarray, Stats]:
-    if comp is None:
-        raise ValueError("scheme allgather needs a compressor")
-    return allgather_mean(comm, x, comp, seed=seed, step=step)
+class Allgather(Scheme):
+    """Every rank encodes its vector once; every rank decodes all p messages."""
+
+    name = "allgather"
+    summary = "every rank decodes all p messages (Allgather/Allgatherv)"
+    nonblocking = True
+    takes_feedback = True
+    one_message = True
+    style = ("#0072B2", "o", "-")
+    cost = Cost("recursive-doubling Allgather(v)", lg, lambda p, m, d: (p - 1) * m,
+                lambda p: 1.0, lambda p: float(p), ("lg p", "(p-1) m", "1", "p"))
+
+    def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
+             step: int = 0, feedback: ErrorFeedback | None = None,
+             session: Session | None = None, out: np.ndarray | None = None
+             ) -> tuple[np.ndarray, Stats]:
+        mean, st = allgather_mean(comm, x, self._need(comp), seed=seed, step=step,
+                                  feedback=feedback)
+        return _into(mean, out), st
+
+    def start(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
+              step: int = 0, feedback: ErrorFeedback | None = None,
+              session: Session | None = None) -> Pending:
+        return iallgather_mean(comm, x, self._need(comp), seed=seed, step=step,
+                               feedback=feedback)
+
+    def bound(self, comp: Compressor | None, d: int, p: int, inputs: BoundInputs
+              ) -> float | None:
+        from hpcq.bench.guarantees import averaged_bound
+
+        return averaged_bound(self._need(comp), self.codec_lengths(d, p), p, inputs.sq_norms,
+                              inputs.mean_sq)
 
 
-register(Scheme("allgather", "every rank decodes all p messages (Allgather/Allgatherv)",
-                _allgather_scheme))
+def _into(mean: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``mean`` copied into ``out`` when the caller gave one (else ``mean`` itself)."""
+    if out is None:
+        return mean
+    if out.shape != mean.shape:
+        raise ValueError(f"out has shape {out.shape}, the mean {mean.shape}")
+    out[...] = mean
+    return out
+
+
+register(Allgather())

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from hpcq.collectives import Scheme, Stats, register
+from hpcq.collectives import Stats
+from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, ring
+from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.kernels import cast
 
@@ -22,7 +24,8 @@ from hpcq.kernels import cast
 LARGEST = {"fp16": 65504.0, "bf16": 3.3895313892515355e38}
 
 
-def allreduce_mean(comm: Any, x: np.ndarray) -> tuple[np.ndarray, Stats]:
+def allreduce_mean(comm: Any, x: np.ndarray, *, out: np.ndarray | None = None,
+                   session: Session | None = None) -> tuple[np.ndarray, Stats]:
     """The fp32 baseline: ``Allreduce`` (sum) of every rank's ``x``, then scale by ``1/p``.
 
     Parameters
@@ -31,6 +34,11 @@ def allreduce_mean(comm: Any, x: np.ndarray) -> tuple[np.ndarray, Stats]:
         Every rank calls with a vector of the same length.
     x : numpy.ndarray
         This rank's 1-D float vector (converted to float32).
+    out : numpy.ndarray, optional
+        float32 of length d that receives the mean (and is returned).
+    session : Session, optional
+        Lends a reused output buffer when ``out`` is not given: the strongest honest
+        baseline allocates nothing per call, as a framework's bucket does.
 
     Returns
     -------
@@ -41,15 +49,28 @@ def allreduce_mean(comm: Any, x: np.ndarray) -> tuple[np.ndarray, Stats]:
     """
     from mpi4py import MPI
 
-    t0 = MPI.Wtime()  # the output's allocation is part of the collective's cost
+    t0 = MPI.Wtime()  # the output's allocation (if any) is part of the collective's cost
     p = comm.Get_size()
-    x32 = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty_like(x32)
-    comm.Allreduce([x32, MPI.FLOAT], [out, MPI.FLOAT], op=MPI.SUM)
+    x32 = x if x.dtype == np.float32 and x.flags.c_contiguous else np.ascontiguousarray(
+        x, dtype=np.float32)
+    y = _output(x32.shape[0], out, session, "allreduce-fp32")
+    comm.Allreduce([x32, MPI.FLOAT], [y, MPI.FLOAT], op=MPI.SUM)
     t1 = MPI.Wtime()
-    out /= p
+    if p > 1:
+        np.divide(y, p, out=y)
     t2 = MPI.Wtime()
-    return out, Stats(0.0, t1 - t0, t2 - t1, x32.nbytes, x32.nbytes)
+    return y, Stats(0.0, t1 - t0, t2 - t1, x32.nbytes, x32.nbytes)
+
+
+def _output(d: int, out: np.ndarray | None, session: Session | None, owner: str) -> np.ndarray:
+    """Where a baseline writes its mean: ``out``, the session's buffer, or a new array."""
+    if out is not None:
+        if out.dtype != np.float32 or out.shape != (d,) or not out.flags.c_contiguous:
+            raise ValueError(f"{owner}: out must be a contiguous float32 array of length {d}")
+        return out
+    if session is not None:
+        return session.buffer(owner, d)
+    return np.empty(d, dtype=np.float32)
 
 
 def iallreduce_mean(comm: Any, x: np.ndarray) -> Any:
@@ -94,10 +115,11 @@ def sum16_op(kind: str) -> Any:
     return MPI.Op.Create(op, commute=True)
 
 
-def to16(kind: str, x: np.ndarray, owner: str) -> np.ndarray:
-    """The 16-bit words of float vector ``x``; ValueError naming ``owner`` if any overflow."""
+def to16(kind: str, x: np.ndarray, owner: str, out: np.ndarray | None = None) -> np.ndarray:
+    """The 16-bit words of float vector ``x`` (into ``out`` when given); ValueError naming
+    ``owner`` if any overflow."""
     x32 = np.ascontiguousarray(x, dtype=np.float32)
-    words = np.empty(x32.shape[0], dtype=np.uint16)
+    words = np.empty(x32.shape[0], dtype=np.uint16) if out is None else out
     bad = (cast.to_fp16 if kind == "fp16" else cast.to_bf16)(x32, words)
     if bad:
         i = int(np.flatnonzero(~(np.abs(x32) < LARGEST[kind]))[0])
@@ -106,21 +128,26 @@ def to16(kind: str, x: np.ndarray, owner: str) -> np.ndarray:
     return words
 
 
-def from16(kind: str, words: np.ndarray, owner: str) -> np.ndarray:
-    """float32 values of 16-bit ``words``; ValueError if a sum overflowed to Inf."""
-    y = (cast.from_fp16 if kind == "fp16" else cast.from_bf16)(words)
+def from16(kind: str, words: np.ndarray, owner: str, out: np.ndarray | None = None
+           ) -> np.ndarray:
+    """float32 values of 16-bit ``words`` (into ``out`` when given); ValueError if a sum
+    overflowed to Inf."""
+    y = (cast.from_fp16 if kind == "fp16" else cast.from_bf16)(words, out=out)
     if not np.isfinite(y).all():
         raise ValueError(f"{owner}: the {kind} sum overflowed (|sum| > {LARGEST[kind]:g}); "
                          f"use bf16 or fp32 for values this large")
     return y
 
 
-def allreduce_cast_mean(comm: Any, x: np.ndarray, kind: str) -> tuple[np.ndarray, Stats]:
+def allreduce_cast_mean(comm: Any, x: np.ndarray, kind: str, *,
+                        out: np.ndarray | None = None, session: Session | None = None
+                        ) -> tuple[np.ndarray, Stats]:
     """Cast to ``kind`` ("fp16"/"bf16"), ``Allreduce`` with a 16-bit sum, decode, scale by 1/p.
 
     ``encode_s`` is the cast, ``decode_s`` the conversion back and the scaling;
     both byte counts are ``2 d``.  Raises ValueError if an input or the sum
-    does not fit the format.
+    does not fit the format.  ``out``/``session`` as for :func:`allreduce_mean`
+    (the session also lends the two word buffers).
     """
     from mpi4py import MPI
 
@@ -128,36 +155,72 @@ def allreduce_cast_mean(comm: Any, x: np.ndarray, kind: str) -> tuple[np.ndarray
         raise ValueError(f"allreduce: unknown 16-bit format {kind!r}; valid: fp16, bf16")
     t0 = MPI.Wtime()
     owner = f"allreduce-{kind}"
-    p = comm.Get_size()
-    words = to16(kind, x, owner)
+    p, d = comm.Get_size(), int(x.shape[0])
+    words = to16(kind, x, owner, out=None if session is None else session.buffer(
+        owner + ".send", d, np.uint16))
     t1 = MPI.Wtime()
-    out = np.empty_like(words)
-    comm.Allreduce([words, MPI.UINT16_T], [out, MPI.UINT16_T], op=sum16_op(kind))
+    total = (np.empty_like(words) if session is None
+             else session.buffer(owner + ".recv", d, np.uint16))
+    comm.Allreduce([words, MPI.UINT16_T], [total, MPI.UINT16_T], op=sum16_op(kind))
     t2 = MPI.Wtime()
-    mean = from16(kind, out, owner)
-    mean /= p
+    mean = from16(kind, total, owner, out=_output(d, out, session, owner))
+    if p > 1:
+        np.divide(mean, p, out=mean)
     t3 = MPI.Wtime()
     return mean, Stats(t1 - t0, t2 - t1, t3 - t2, words.nbytes, words.nbytes)
 
 
-def _fp32(comm: Any, x: np.ndarray, comp: Compressor | None, *, seed: int,
-          step: int) -> tuple[np.ndarray, Stats]:
-    return allreduce_mean(comm, x)
+class Allreduce(Scheme):
+    """The uncompressed baselines: ``Allreduce`` in fp32, or in fp16/bf16 with a 16-bit sum."""
+
+    nonblocking = False
+    cost = Cost("Rabenseifner: recursive-halving reduce-scatter, recursive-doubling allgather",
+                lambda p: 2 * lg(p), lambda p, n, d: ring(p) * n, lambda p: 1.0, lambda p: 1.0,
+                ("2 lg p", "2 (p-1)/p n", "1", "1"))
+
+    def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
+             step: int = 0, feedback: Any = None, session: Session | None = None,
+             out: np.ndarray | None = None) -> tuple[np.ndarray, Stats]:
+        if self.cast == "fp32":
+            return allreduce_mean(comm, x, out=out, session=session)
+        return allreduce_cast_mean(comm, x, str(self.cast), out=out, session=session)
+
+    def bound(self, comp: Compressor | None, d: int, p: int, inputs: BoundInputs
+              ) -> float | None:
+        from hpcq.bench.guarantees import cast_bound
+
+        return cast_bound(self.name, str(self.cast), p, d, inputs.abs_sum, inputs.abs_sq,
+                          inputs.mean_sq)
 
 
-def _fp16(comm: Any, x: np.ndarray, comp: Compressor | None, *, seed: int,
-          step: int) -> tuple[np.ndarray, Stats]:
-    return allreduce_cast_mean(comm, x, "fp16")
+class AllreduceFP32(Allreduce):
+    """fp32 ``Allreduce`` (sum), then scale by 1/p; with a nonblocking form (``Iallreduce``)."""
+
+    name = "allreduce-fp32"
+    summary = "fp32 Allreduce (sum), then scale by 1/p: the baseline"
+    cast = "fp32"
+    nonblocking = True
+    style = ("#000000", "X", "--")
+
+    def start(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
+              step: int = 0, feedback: Any = None, session: Session | None = None) -> Any:
+        return iallreduce_mean(comm, x)
 
 
-def _bf16(comm: Any, x: np.ndarray, comp: Compressor | None, *, seed: int,
-          step: int) -> tuple[np.ndarray, Stats]:
-    return allreduce_cast_mean(comm, x, "bf16")
+class AllreduceFP16(Allreduce):
+    name = "allreduce-fp16"
+    summary = "fp16 cast, Allreduce with a 16-bit sum, then scale"
+    cast = "fp16"
+    style = ("0.45", "P", (0, (3, 1, 1, 1)))
 
 
-register(Scheme("allreduce-fp32", "fp32 Allreduce (sum), then scale by 1/p: the baseline",
-                _fp32, cast="fp32"))
-register(Scheme("allreduce-fp16", "fp16 cast, Allreduce with a 16-bit sum, then scale",
-                _fp16, cast="fp16"))
-register(Scheme("allreduce-bf16", "bf16 cast, Allreduce with a 16-bit sum, then scale",
-                _bf16, cast="bf16"))
+class AllreduceBF16(Allreduce):
+    name = "allreduce-bf16"
+    summary = "bf16 cast, Allreduce with a 16-bit sum, then scale"
+    cast = "bf16"
+    style = ("0.65", "*", (0, (3, 1, 1, 1, 1, 1)))
+
+
+register(AllreduceFP32())
+register(AllreduceFP16())
+register(AllreduceBF16())

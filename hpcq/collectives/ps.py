@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from hpcq.collectives import Scheme, Stats, average_messages, register, second_seed
-from hpcq.collectives.allgather import check_length, encode_own, split
+from hpcq.collectives import Stats, average_messages, second_seed
+from hpcq.collectives.allgather import _into, check_length, encode_own, split
 from hpcq.collectives.baselines import from16, sum16_op, to16
+from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, ring
+from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.feedback import ErrorFeedback
 
@@ -171,30 +173,89 @@ def ps_reduce_mean(comm: Any, x: np.ndarray, kind: str = "fp32") -> tuple[np.nda
     return mean, stats
 
 
-def _ps(comm: Any, x: np.ndarray, comp: Compressor | None, *, seed: int,
-        step: int) -> tuple[np.ndarray, Stats]:
-    if comp is None:
-        raise ValueError("scheme ps needs a compressor")
-    return ps_mean(comm, x, comp, seed=seed, step=step)
+_PS_BCAST = "scatter + ring-allgather Bcast"
 
 
-def _ps_compressed(comm: Any, x: np.ndarray, comp: Compressor | None, *, seed: int,
-                   step: int) -> tuple[np.ndarray, Stats]:
-    if comp is None:
-        raise ValueError("scheme ps-compressed needs a compressor")
-    return ps_mean(comm, x, comp, seed=seed, step=step, downlink="compressed")
+class PS(Scheme):
+    """Parameter server: messages gathered to rank 0, which averages and broadcasts fp32."""
+
+    name = "ps"
+    summary = "Gather(v) of the messages to rank 0, decode and average there, Bcast the fp32 mean"
+    takes_feedback = True
+    style = ("#009E73", "^", ":")
+    cost = Cost(f"binomial Gather(v) to rank 0, {_PS_BCAST} of the fp32 mean",
+                lambda p: 2 * lg(p) + (p - 1), lambda p, m, d: (p - 1) * m + ring(p) * 4 * d,
+                lambda p: 1.0, lambda p: float(p),
+                ("2 lg p + (p-1)", "(p-1) m + 2 (p-1)/p 4d", "1", "p"),
+                message=lambda wire, d, p: max(0.0, (p * wire - 4 * d) / (p - 1)))
+    downlink = "fp32"
+
+    def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
+             step: int = 0, feedback: ErrorFeedback | None = None,
+             session: Session | None = None, out: np.ndarray | None = None
+             ) -> tuple[np.ndarray, Stats]:
+        mean, st = ps_mean(comm, x, self._need(comp), seed=seed, step=step,
+                           downlink=self.downlink, feedback=feedback)
+        return _into(mean, out), st
+
+    def bound(self, comp: Compressor | None, d: int, p: int, inputs: BoundInputs
+              ) -> float | None:
+        from hpcq.bench.guarantees import averaged_bound
+
+        return averaged_bound(self._need(comp), [d], p, inputs.sq_norms, inputs.mean_sq)
 
 
-def _ps_reduce(comm: Any, x: np.ndarray, comp: Compressor | None, *, seed: int,
-               step: int) -> tuple[np.ndarray, Stats]:
-    if comp is None:
-        raise ValueError("scheme ps-reduce needs a compressor (fp32, fp16 or bf16)")
-    return ps_reduce_mean(comm, x, comp.name)
+class PSCompressed(PS):
+    """As :class:`PS`, with the mean re-compressed for the broadcast."""
+
+    name = "ps-compressed"
+    summary = "as ps, with the mean re-compressed for the Bcast"
+    style = ("#D55E00", "D", (0, (5, 1)))
+    cost = Cost(f"binomial Gather(v) to rank 0, {_PS_BCAST} of the m-byte mean",
+                lambda p: 2 * lg(p) + (p - 1), lambda p, m, d: (p - 1) * m + ring(p) * m,
+                lambda p: 2.0, lambda p: p + 1.0,
+                ("2 lg p + (p-1)", "(p-1) m + 2 (p-1)/p m", "2", "p + 1"))
+    downlink = "compressed"
+
+    def bound(self, comp: Compressor | None, d: int, p: int, inputs: BoundInputs
+              ) -> float | None:
+        from hpcq.bench.guarantees import recompressed_bound
+
+        return recompressed_bound(self._need(comp), [d], p, inputs.sq_norms, inputs.mean_sq)
 
 
-register(Scheme("ps", "Gather(v) of the messages to rank 0, decode and average there, "
-                "Bcast the fp32 mean", _ps))
-register(Scheme("ps-compressed", "as ps, with the mean re-compressed for the Bcast",
-                _ps_compressed))
-register(Scheme("ps-reduce", "Reduce of fp32/fp16/bf16 words to rank 0, scale, Bcast",
-                _ps_reduce, codecs=("fp32", "fp16", "bf16")))
+class PSReduce(Scheme):
+    """Reduce of fp32/fp16/bf16 words to rank 0 (MPI sums them), scale there, Bcast."""
+
+    name = "ps-reduce"
+    summary = "Reduce of fp32/fp16/bf16 words to rank 0, scale, Bcast"
+    codecs = ("fp32", "fp16", "bf16")
+    style = ("#CC79A7", "v", (0, (1, 1)))
+    cost = Cost(f"Rabenseifner Reduce to rank 0, {_PS_BCAST}", lambda p: 3 * lg(p) + (p - 1),
+                lambda p, n, d: 2 * ring(p) * n, lambda p: 1.0, lambda p: 1.0,
+                ("3 lg p + (p-1)", "4 (p-1)/p n", "1", "1"))
+
+    def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
+             step: int = 0, feedback: ErrorFeedback | None = None,
+             session: Session | None = None, out: np.ndarray | None = None
+             ) -> tuple[np.ndarray, Stats]:
+        if comp is None:
+            raise ValueError("scheme ps-reduce needs a compressor (fp32, fp16 or bf16)")
+        mean, st = ps_reduce_mean(comm, x, comp.name)
+        return _into(mean, out), st
+
+    def sums_in(self, comp: Compressor | None) -> str | None:
+        return None if comp is None else str(comp.name)
+
+    def bound(self, comp: Compressor | None, d: int, p: int, inputs: BoundInputs
+              ) -> float | None:
+        from hpcq.bench.guarantees import cast_bound
+
+        kind = self.sums_in(comp)
+        return None if kind is None else cast_bound(self.name, kind, p, d, inputs.abs_sum,
+                                                    inputs.abs_sq, inputs.mean_sq)
+
+
+register(PS())
+register(PSCompressed())
+register(PSReduce())

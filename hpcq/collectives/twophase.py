@@ -26,15 +26,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from hpcq.collectives import (
-    Scheme,
-    Stats,
-    average_messages,
-    chunk_bounds,
-    register,
-    second_seed,
-)
-from hpcq.collectives.allgather import Pending, _start, check_length, encode_own, split
+from hpcq.collectives import Stats, average_messages, chunk_bounds, second_seed
+from hpcq.collectives.allgather import Pending, _into, _start, check_length, encode_own, split
+from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, ring
+from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.feedback import ErrorFeedback
 
@@ -235,12 +230,44 @@ def two_phase_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0,
     return mean, ph.stats
 
 
-def _scheme(comm: Any, x: np.ndarray, comp: Compressor | None, *, seed: int,
-            step: int) -> tuple[np.ndarray, Stats]:
-    if comp is None:
-        raise ValueError("scheme two-phase needs a compressor")
-    return two_phase_mean(comm, x, comp, seed=seed, step=step)
+class TwoPhase(Scheme):
+    """Alltoall(v) of p compressed chunks, average, re-compress, Allgather(v)."""
+
+    name = "two-phase"
+    summary = ("Alltoall(v) of p compressed chunks, average, re-compress, Allgather(v): "
+               "O(d bits) per rank")
+    nonblocking = True
+    takes_feedback = True
+    style = ("#E69F00", "s", "-.")
+    cost = Cost("pairwise Alltoall(v) of m/p-byte chunks, recursive-doubling Allgather(v) of m/p",
+                lambda p: (p - 1) + lg(p), lambda p, m, d: ring(p) * m, lambda p: 1.0 + 1.0 / p,
+                lambda p: 2.0, ("(p-1) + lg p", "2 (p-1)/p m", "1 + 1/p", "2"),
+                chunk_headers=True)
+
+    def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
+             step: int = 0, feedback: ErrorFeedback | None = None,
+             session: Session | None = None, out: np.ndarray | None = None
+             ) -> tuple[np.ndarray, Stats]:
+        mean, st = two_phase_mean(comm, x, self._need(comp), seed=seed, step=step,
+                                  feedback=feedback)
+        return _into(mean, out), st
+
+    def start(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
+              step: int = 0, feedback: ErrorFeedback | None = None,
+              session: Session | None = None) -> Pending:
+        return itwo_phase_mean(comm, x, self._need(comp), seed=seed, step=step,
+                               feedback=feedback)
+
+    def codec_lengths(self, d: int, p: int) -> list[int]:
+        """The chunk lengths (the first ``d % p`` one longer; empty chunks left out)."""
+        return sorted({int(n) for n in np.diff(chunk_bounds(d, p)) if n > 0})
+
+    def bound(self, comp: Compressor | None, d: int, p: int, inputs: BoundInputs
+              ) -> float | None:
+        from hpcq.bench.guarantees import recompressed_bound
+
+        return recompressed_bound(self._need(comp), self.codec_lengths(d, p), p,
+                                  inputs.sq_norms, inputs.mean_sq)
 
 
-register(Scheme("two-phase", "Alltoall(v) of p compressed chunks, average, re-compress, "
-                "Allgather(v): O(d bits) per rank", _scheme))
+register(TwoPhase())
