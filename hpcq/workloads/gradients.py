@@ -169,17 +169,22 @@ def _npz_arrays(path: Path) -> list[tuple[str, tuple[int, ...], np.dtype]]:
 
 
 def _h5_arrays(path: Path) -> list[tuple[str, tuple[int, ...], np.dtype]]:
-    """(path, shape, dtype) of every dataset of an HDF5 file, in the file's order."""
+    """(path, shape, dtype) of every dataset of an HDF5 file, in the file's order: creation
+    order in groups written with ``track_order=True``, else alphabetical."""
     import h5py
 
     out: list[tuple[str, tuple[int, ...], np.dtype]] = []
 
-    def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Dataset):
-            out.append((name, tuple(obj.shape), obj.dtype))
+    def walk(group: Any, prefix: str) -> None:
+        for key in group:  # iterating a group honours its track_order (visititems does not)
+            obj = group[key]
+            if isinstance(obj, h5py.Dataset):
+                out.append((prefix + key, tuple(obj.shape), obj.dtype))
+            elif isinstance(obj, h5py.Group):
+                walk(obj, f"{prefix}{key}/")
 
     with h5py.File(path, "r") as f:
-        f.visititems(visit)
+        walk(f, "")
     return out
 
 
