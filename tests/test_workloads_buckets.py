@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from naive import ddp_buckets, fused_buckets
+
 from hpcq.workloads import workload
 from hpcq.workloads.buckets import (
     DEFAULT_MIN_SIZE,

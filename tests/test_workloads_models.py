@@ -7,8 +7,7 @@ import math
 import pytest
 
 from hpcq.cli import main
-from hpcq.workloads import WORKLOADS, workload, workloads
-from hpcq.workloads import models
+from hpcq.workloads import WORKLOADS, models, workload, workloads
 
 EXPECTED = {  # public totals (torchvision / Hugging Face named_parameters())
     "resnet50": (161, 25_557_032),

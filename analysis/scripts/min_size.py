@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in names:
             lay = workload(name).layout
             small = [t for t in lay if t.size < n]
-            row.append(f"{len(small) / len(lay):>10.0%} / {sum(t.size for t in small) / lay.size:>8.3%}")
+            share = sum(t.size for t in small) / lay.size
+            row.append(f"{len(small) / len(lay):>10.0%} / {share:>8.3%}")
         print(f"{n:>7}" + "".join(f"{r:>22}" for r in row))
     return 0
 

@@ -61,8 +61,8 @@ class Bucket:
     @property
     def layout(self) -> Layout:
         """The bucket buffer's layout (offsets relative to the bucket)."""
-        return Layout(tuple(Tensor(t.name, t.shape, o) for t, o in zip(self.tensors,
-                                                                       self.offsets)))
+        return Layout(tuple(Tensor(t.name, t.shape, o)
+                            for t, o in zip(self.tensors, self.offsets, strict=True)))
 
 
 def _check_mib(value: float, key: str, owner: str) -> None:
@@ -227,7 +227,8 @@ class Policy:
     def split(self, bucket: Bucket, default_spec: str = "default"
               ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
         """``(compressed, uncompressed)`` tensors of ``bucket``, each in bucket order."""
-        comp, plain = [], []
+        comp: list[Tensor] = []
+        plain: list[Tensor] = []
         for t in bucket.tensors:
             (plain if self.codec_for(t, default_spec) is None else comp).append(t)
         return tuple(comp), tuple(plain)
