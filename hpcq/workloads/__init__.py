@@ -24,6 +24,13 @@ from hpcq.workloads.buckets import (
     plan_fused,
     plan_single,
 )
+from hpcq.workloads.gradients import (
+    FromFile,
+    GradientSource,
+    Synthetic,
+    gradient_source,
+    layout_from_file,
+)
 from hpcq.workloads.layout import Layout, Tensor, matrix_shape
 
 
@@ -101,8 +108,6 @@ def workload(name: str) -> Workload:
         raise ValueError(f"workload must be a non-empty string, got {name!r}")
     name = name.strip()
     if name.startswith("file:"):
-        from hpcq.workloads.gradients import layout_from_file
-
         path = name[len("file:"):]
         return Workload(name, f"gradients saved in {path}", layout_from_file(path))
     if name not in WORKLOADS:
@@ -120,10 +125,15 @@ __all__ = [
     "WORKLOADS",
     "Bucket",
     "BucketRule",
+    "FromFile",
+    "GradientSource",
     "Layout",
     "Policy",
+    "Synthetic",
     "Tensor",
     "Workload",
+    "gradient_source",
+    "layout_from_file",
     "matrix_shape",
     "parse_bucket_rule",
     "plan_ddp",

@@ -143,6 +143,11 @@ _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 Entries = dict[tuple[int | None, int | None, str], tuple[str, tuple[int, ...], np.dtype]]
 
 
+def _elements(shape: tuple[int, ...]) -> int:
+    """Number of elements of ``shape`` (1 for ``()``)."""
+    return int(np.prod(shape, dtype=np.int64))
+
+
 def _kind(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -209,18 +214,13 @@ def _entries(path: Path) -> Entries:
         scope = (None if m.group(1) is None else int(m.group(1)),
                  None if m.group(2) is None else int(m.group(2)), name)
         first = shapes.setdefault(name, (key, shape))
-        if math_size(first[1]) != math_size(shape):
+        if _elements(first[1]) != _elements(shape):
             raise ValueError(f"{path}: array {key} has shape {shape}, but {first[0]} has "
                              f"{first[1]}")
         out[scope] = (key, shape, dtype)
     if not out:
         raise ValueError(f"{path}: holds no arrays")
     return out
-
-
-def math_size(shape: tuple[int, ...]) -> int:
-    """Number of elements of ``shape`` (1 for ``()``)."""
-    return int(np.prod(shape, dtype=np.int64))
 
 
 def layout_from_file(path: str | Path) -> Layout:
@@ -231,7 +231,7 @@ def layout_from_file(path: str | Path) -> Layout:
         raise ValueError(f"{path}: no such gradient file")
     shapes: dict[str, tuple[int, ...]] = {}
     for (_, _, name), (_, shape, _) in _entries(path).items():
-        shapes.setdefault(name, shape if shape else (1,))
+        shapes.setdefault(name, shape)
     try:
         return Layout.from_shapes(list(shapes.items()))
     except ValueError as e:
@@ -271,7 +271,7 @@ class FromFile:
             if name not in known:
                 raise ValueError(f"{self.path}: array {key} is not a tensor of the layout")
             t = layout[name]
-            if math_size(shape) != t.size or (len(shape) > 1 and shape != t.shape):
+            if _elements(shape) != t.size or (len(shape) > 1 and shape != t.shape):
                 raise ValueError(f"{self.path}: array {key} has shape {shape}; tensor "
                                  f"{name} has shape {t.shape}")
 
@@ -289,7 +289,7 @@ class FromFile:
         """Read ``tensor``'s array for ``rank`` and ``step`` into ``out`` (as float32)."""
         _check_out(tensor, out, f"{self.path}")
         key, shape, dtype = self._lookup(tensor.name, rank, step)
-        if math_size(shape) != tensor.size:
+        if _elements(shape) != tensor.size:
             raise ValueError(f"{self.path}: array {key} has shape {shape}; tensor "
                              f"{tensor.name} has shape {tensor.shape}")
         with np.errstate(over="ignore"):  # a float64 beyond float32's range: caught below
