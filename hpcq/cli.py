@@ -125,6 +125,24 @@ def cmd_problems(args: argparse.Namespace) -> int:
                           "datasets) or a path to a LIBSVM/svmlight text file, .npz or .h5 file")
 
 
+@command("workloads", "list every model workload (gradient layouts)",
+         arg("--json", action="store_true", help="print JSON instead of a table"))
+def cmd_workloads(args: argparse.Namespace) -> int:
+    from hpcq.workloads import workloads
+
+    listing = workloads()
+    footer = ("# also file:PATH (.npz/.h5 of named gradient arrays, docs/workloads.md); "
+              "gradients: normal | laplace | student-t:df=3 | lognormal:sigma=1 | file:PATH; "
+              "buckets: ddp[:first=1,cap=25] | fused:mib=64 | single")
+    if args.json:
+        return _print_listing(listing, True, footer)
+    print(f"{'# name':<12}{'tensors':>8}{'parameters':>16}  summary")
+    for name, info in listing.items():
+        print(f"{name:<12}{info['tensors']:>8}{info['parameters']:>16,}  {info['summary']}")
+    print(footer)
+    return 0
+
+
 def _configure_bench(p: argparse.ArgumentParser) -> None:
     from hpcq.bench import BENCHES
 

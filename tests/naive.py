@@ -318,3 +318,30 @@ def serial_scheme_mean(scheme, comp, vectors, seed, step, feedbacks=None):
             out.append(q)
         return np.concatenate(out)
     raise ValueError(f"no serial reference for scheme {scheme}")
+
+
+def ddp_buckets(sizes_bytes, limits):
+    """DDP's bucket rule from prefix sums: each bucket (over the sizes in send order) is the
+    shortest run whose bytes reach its limit (limits[0] first, then limits[1]), else the rest.
+    Returns lists of indices into ``sizes_bytes``."""
+    out, start = [], 0
+    while start < len(sizes_bytes):
+        limit = limits[0] if not out else limits[1]
+        total = np.cumsum(sizes_bytes[start:])
+        hit = np.nonzero(total >= limit)[0]
+        stop = start + (int(hit[0]) + 1 if hit.size else len(sizes_bytes) - start)
+        out.append(list(range(start, stop)))
+        start = stop
+    return out
+
+
+def fused_buckets(sizes_bytes, limit):
+    """Fusion buffers: the longest run that fits ``limit`` (at least one tensor) each time."""
+    out, start = [], 0
+    while start < len(sizes_bytes):
+        total = np.cumsum(sizes_bytes[start:])
+        fits = int(np.count_nonzero(total <= limit))
+        stop = start + max(1, fits)
+        out.append(list(range(start, stop)))
+        start = stop
+    return out

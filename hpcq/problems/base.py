@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hpcq.compressors.base import Param, parse_params
+from hpcq.workloads.layout import Layout
 
 #: Largest matrix side for which problems form a Gram matrix (eigenvalues, exact solves):
 #: an eigendecomposition of 4096 x 4096 takes seconds, and every rank makes its own.
@@ -102,6 +103,12 @@ class Problem:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ common
+    @property
+    def layout(self) -> Layout:
+        """The parameter vector as named tensors: one tensor ``x`` of length d unless the
+        problem has layers (mlp, softmax)."""
+        return Layout.flat(self.d)
+
     @property
     def kappa(self) -> float | None:
         """Condition number ``L / mu`` where both are known."""

@@ -22,6 +22,7 @@ from hpcq.problems import PROBLEMS
 from hpcq.problems.base import Problem, row_block
 from hpcq.problems.data import DATA_PARAMS
 from hpcq.problems.softmax import SYNTHETIC_PARAMS, ce_residual, ce_terms, classification_data
+from hpcq.workloads.layout import Layout
 
 _TAG = 0x6D6C
 _TAG_X0 = 0x7830
@@ -53,6 +54,12 @@ class MLP(Problem):
         rows = row_block(m, self.size, self.rank)
         self.A, self.labels = np.ascontiguousarray(A[rows]), labels[rows]
         self.n_local = self.A.shape[0]
+
+    @property
+    def layout(self) -> Layout:
+        """W1 (n x h), b1 (h), W2 (h x K), b2 (K), in theta's order."""
+        n, h, K = self.n_features, self.p["hidden"], self.K
+        return Layout.from_shapes([("W1", (n, h)), ("b1", (h,)), ("W2", (h, K)), ("b2", (K,))])
 
     def _split(self, theta: np.ndarray) -> tuple[np.ndarray, ...]:
         """Views W1, b1, W2, b2 of ``theta``."""

@@ -25,6 +25,7 @@ from hpcq.compressors.base import Param
 from hpcq.problems import PROBLEMS
 from hpcq.problems.base import MAX_GRAM_N, Problem, lambda_max, row_block
 from hpcq.problems.data import DATA_PARAMS, class_codes, design, synthetic_classes
+from hpcq.workloads.layout import Layout
 
 _SYNTHETIC = ("m", "n", "classes")
 _TAG = 0x736D
@@ -96,6 +97,11 @@ class Softmax(Problem):
         rows = row_block(m, self.size, self.rank)
         self.A, self.labels = np.ascontiguousarray(A[rows]), labels[rows]
         self.n_local = self.A.shape[0]
+
+    @property
+    def layout(self) -> Layout:
+        """The weight matrix W (n x K; a bias is its last row when ``bias=true``)."""
+        return Layout.from_shapes([("W", (self.n_features, self.K))])
 
     def _W(self, x: np.ndarray) -> np.ndarray:
         return x.reshape(self.n_features, self.K)
