@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcq.collectives.scheme import Cost, lg
+from hpcq.collectives.scheme import Cost
 
 #: The rank counts of :func:`project` besides the measured ones: 2, 4, ..., 1024.
 PROJECTION_P = tuple(2 ** k for k in range(1, 11))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -153,9 +154,22 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from hpcq.bench import BENCHES
+    from mpi4py import MPI
 
-    return BENCHES.get(args.bench).main(args)
+    from hpcq.bench import BENCHES
+    from hpcq.runner import run_job
+
+    from hpcq.config import JobError
+
+    job = BENCHES.get(args.bench).to_job(args)
+    try:
+        return run_job(MPI.COMM_WORLD, None, output=args.output, append=args.append, job=job,
+                       save=bool(args.output), command_line=getattr(args, "command_line", None))
+    except JobError as e:
+        # the job's "SOURCE: [table] key: ..." is the command line's "--key: ..."
+        text = re.sub(rf"^{re.escape(job.source)}: \[\w+\]( block \d+)? (\w+)",
+                      lambda m: "--" + m.group(2).replace("_", "-"), str(e))
+        raise type(e)(text) from None
 
 
 COMMANDS.register("bench")(Command("run a benchmark (hpcq bench kernels -h)", _configure_bench,

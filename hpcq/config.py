@@ -70,6 +70,12 @@ class CollectivesTable:
     iterations: int = 20
     warmup: int = 3
     check: bool = False
+    #: A model's gradient (``hpcq workloads``) instead of ``sizes``: moved bucket by bucket.
+    workload: str = ""
+    buckets: str = "ddp"  # ddp[:first=MiB,cap=MiB] | fused[:mib=N] | single
+    min_size: int = 4096  # tensors with fewer elements go uncompressed (hpcq.workloads.Policy)
+    overrides: tuple[str, ...] = ()  # "PATTERN=SPEC": a codec (or none) per tensor name
+    gradients: str = "normal"  # normal | laplace | student-t[:df=] | lognormal[:sigma=] | file:P
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,7 @@ _TABLES: dict[str, type] = {"job": JobTable, "kernels": KernelsTable,
 #: Tables that may be given as arrays of tables (``[[collectives]]``).
 _BLOCKS = ("collectives", "train")
 _MINIMA = {"seed": 0, "repeats": 1, "warmup": 0, "threads": 0, "iterations": 1, "step": 0.0,
-           "batch": 0, "staleness": 0, "log_every": 1}
+           "batch": 0, "staleness": 0, "log_every": 1, "min_size": 0}
 #: List keys whose items are numbers, not strings.
 _NUMBER_LISTS = {"bits", "seeds"}
 
@@ -253,6 +259,17 @@ def parse_job(text: str, source: str, overrides: Sequence[str] = ()) -> Job:
     return Job(_table(source, "job", doc.get("job", {})),
                _table(source, "kernels", doc["kernels"]) if "kernels" in doc else None,
                blocks["collectives"], blocks["train"], sweep, source, text)
+
+
+def job_from_tables(source: str, tables: dict[str, dict[str, Any]]) -> Job:
+    """A job built in code (``hpcq bench ...``): ``{"job": {...}, "collectives": {...}}``
+    rendered as job text and parsed like a file, so it is validated the same way and its
+    text is what the result file records.  None values are left out (their defaults)."""
+    lines = [f'format = "{FORMAT}"', f"version = {VERSION}"]
+    for name, values in tables.items():
+        lines += ["", f"[{name}]"]
+        lines += [f"{k} = {_toml(v)}" for k, v in values.items() if v is not None]
+    return parse_job("\n".join(lines) + "\n", source)
 
 
 def read_job(path: str | None, overrides: Sequence[str] = ()) -> Job:

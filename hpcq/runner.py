@@ -21,10 +21,9 @@ once; ``--resume`` skips the cases whose key the output file already holds.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,6 @@ from hpcq.config import (
     variants,
 )
 from hpcq.netem import check_link
-from hpcq.store import case_key
 
 __all__ = ["Case", "CheckFailed", "CollectivesTable", "Job", "JobError", "JobTable",
            "KernelsTable", "expand_job", "parse_job", "parse_override", "read_job", "run_job",
@@ -53,88 +51,31 @@ __all__ = ["Case", "CheckFailed", "CollectivesTable", "Job", "JobError", "JobTab
 class Case:
     """One unit of work and of the result file: its kind, label, key and benchmark case."""
 
-    kind: str
+    kind: str  # the result file's kind (kernels.memcpy, collectives, workload, train, ...)
     label: str
     key: str
-    bench: Any  # hpcq.bench.kernels.KernelCase or hpcq.bench.collectives.Case
+    bench: Any  # the case kind's own case (hpcq.bench.kinds)
     sweep: tuple[tuple[str, Any], ...] = ()
     check: bool = False
-
-
-def _sizes_specs(where: str, sizes: str, compressors: Sequence[str], skip: bool,
-                 notes: list[str]) -> tuple[list[int], list[tuple[str, Any]]]:
-    """A table's sizes and compressors, errors naming ``where``; skip notes added to ``notes``."""
-    from hpcq.bench import kernels, resolve_compressors
-
-    try:
-        lengths = kernels.parse_sizes(sizes)
-    except ValueError as e:
-        raise JobError(f"{where} sizes: {e}") from None
-    try:
-        specs, skipped = resolve_compressors(compressors, skip_unavailable=skip)
-    except ValueError as e:
-        raise JobError(f"{where} compressors: {e}") from None
-    notes += [n for n in skipped if n not in notes]
-    return lengths, specs
+    group: str = ""  # the case kind (hpcq.bench.kinds.KINDS) that runs it
 
 
 def expand_job(job: Job) -> tuple[list[Case], list[str]]:
     """The job's cases (sweep expanded, duplicates dropped) and notes on skipped compressors.
 
-    Raises :class:`JobError` naming the table and key of anything invalid.
+    Every case kind (:data:`hpcq.bench.kinds.KINDS`) expands its own tables; raises
+    :class:`JobError` naming the table and key of anything invalid.
     """
-    from hpcq.bench import collectives, kernels, train
+    from hpcq.bench.kinds import ordered
 
     cases: dict[str, Case] = {}
     notes: list[str] = []
-    source, skip = job.source, job.job.skip_unavailable
     for point, j in variants(job):
-        seed = j.job.seed
-        if j.kernels is not None:
-            k = j.kernels
-            sizes, specs = _sizes_specs(f"{source}: [kernels]", k.sizes, k.compressors, skip, notes)
-            for kc in kernels.expand(specs, sizes, repeats=k.repeats, warmup=k.warmup,
-                                     seed=seed):
-                key = case_key({**kc.params(), "threads": k.threads})
-                cases.setdefault(key, Case(kc.kind, kc.label, key, kc, point))
-        for i, c in enumerate(j.collectives):
-            where = f"{source}: [collectives]" + (f" block {i + 1}" if len(j.collectives) > 1
-                                                  else "")
-            sizes, specs = _sizes_specs(where, c.sizes, c.compressors, skip, notes)
-            try:
-                expanded = collectives.expand(c.schemes, [label for label, _ in specs], sizes,
-                                              iterations=c.iterations, warmup=c.warmup,
-                                              seed=seed)
-            except ValueError as e:
-                raise JobError(f"{where} schemes: {e}") from None
-            for cc in expanded:
-                key = case_key({"kind": "collectives", **cc.params(), "check": c.check})
-                cases.setdefault(key, Case("collectives", cc.label, key, cc, point, c.check))
-        for i, t in enumerate(j.train):
-            where = f"{source}: [train]" + (f" block {i + 1}" if len(j.train) > 1 else "")
-            try:
-                expanded_t = train.expand(t, seed, where)
-            except ValueError as e:
-                raise JobError(str(e)) from None
-            for tc in expanded_t:
-                key = case_key(tc.params())
-                cases.setdefault(key, Case("train", tc.label, key, tc, point))
+        for kind in ordered():
+            for e in kind.expand(j, notes):
+                cases.setdefault(e.key, Case(e.bench.kind, e.bench.label, e.key, e.bench, point,
+                                             e.check, kind.name))
     return list(cases.values()), notes
-
-
-@contextlib.contextmanager
-def numba_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` numba threads (0: leave as is), then restore."""
-    import numba
-
-    before = numba.get_num_threads()
-    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-    if n:
-        numba.set_num_threads(min(n, most))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
 
 
 def _everywhere(comm: Any, rank0: Any) -> Any:
@@ -168,7 +109,8 @@ def _describe(cases: Sequence[Case], done: set[str]) -> str:
 
 def run_job(comm: Any, path: str | None, *, output: str | None = None, append: bool = False,
             resume: bool = False, dry_run: bool = False, overrides: Sequence[str] = (),
-            shard: str | None = None, command_line: list[str] | None = None) -> int:
+            shard: str | None = None, command_line: list[str] | None = None,
+            job: Job | None = None, save: bool = True) -> int:
     """Run a job on every rank of ``comm``; rank 0 prints tables and writes the result file.
 
     Parameters
@@ -192,6 +134,11 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
         ``"K/N"``: run only the cases whose index i has ``i % N == K`` (an array task).
     command_line : list of str, optional
         Recorded in the file (default ``sys.argv``).
+    job : Job, optional
+        A job built in code (``hpcq bench ...`` builds a one-table job); ``path`` is then
+        ignored.
+    save : bool
+        Write a result file (``hpcq bench`` without ``-o`` only prints its table).
 
     Returns
     -------
@@ -203,8 +150,10 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
 
     rank = comm.Get_rank()
 
+    given = job
+
     def load() -> tuple[Job, list[Case], list[str], str, set[str]]:
-        job = read_job(path, overrides)
+        job = given if given is not None else read_job(path, overrides)
         cases, notes = expand_job(job)
         if shard is not None:
             k, n = parse_shard(shard)
@@ -233,7 +182,7 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
         print(f"hpcq: {comm.Get_size()} rank(s), cpu binding: {binding} (HPCQ_BIND=0 turns it "
               f"off)", file=sys.stderr)
     todo = [c for c in cases if c.key not in done]
-    if not out:
+    if not out and save:
         stamp = comm.bcast(provenance.utc_stamp(), root=0)
         slurm = os.environ.get("SLURM_JOB_ID")
         out = f"hpcq-{job.job.name}-{f'{slurm}-' if slurm else ''}{stamp}.h5"
@@ -243,7 +192,7 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
     if overrides:
         prov["overrides"] = list(overrides)
     store = None
-    if rank == 0:
+    if rank == 0 and save:
         from hpcq.store import ResultFile
 
         def open_store() -> ResultFile:
@@ -256,16 +205,20 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
     if rank == 0 and resume:
         print(f"hpcq: resuming {out}: {len(cases) - len(todo)} of {len(cases)} cases already "
               f"there", file=sys.stderr)
-    rank_of = {"collectives": 1, "train": 2}
-    order = sorted(todo, key=lambda c: rank_of.get(c.kind, 0))  # stable: file order kept
-    progress = Progress(len(order), weights=[_cost(c) for c in order]) if rank == 0 else None
+    from hpcq.bench.kinds import KINDS, ordered
+
+    rank_of = {k.name: i for i, k in enumerate(ordered())}
+    order = sorted(todo, key=lambda c: rank_of[c.group])  # stable: file order kept
+    progress = (Progress(len(order), weights=[KINDS.get(c.group).cost(c.bench) for c in order])
+                if rank == 0 else None)
     failed = _run_cases(comm, job, order, store, progress)
     if store is not None:
         store.close()
         print(f"# results written to {out}", flush=True)
+    where = f"; the results are in {out}" if save else ""
     _everywhere(comm, (None, ("check", f"check failed (error above its guarantee, or ranks "
-                                       f"disagree) for: {'; '.join(failed)}; the results are "
-                                       f"in {out}") if failed else None))
+                                       f"disagree) for: {'; '.join(failed)}{where}") if failed
+                                     else None))
     return 0
 
 
@@ -281,94 +234,52 @@ def parse_shard(text: str) -> tuple[int, int]:
     return kk, nn
 
 
-def _cost(case: Case) -> float:
-    """A case's rough relative run time (for the progress estimate)."""
-    from hpcq.bench import collectives, train
-
-    if case.kind == "collectives":
-        return collectives.cost(case.bench)
-    if case.kind == "train":
-        return train.cost(case.bench)
-    b = case.bench
-    return (2 * b.repeats + b.warmup + 2) * (b.d + 20_000.0)
-
-
 def _run_cases(comm: Any, job: Job, cases: Sequence[Case], store: Any, progress: Any
                ) -> list[str]:
-    """Compile, run every case, write each at once; return the labels of failed checks."""
+    """Compile, run every case kind by kind, write each case at once; return the labels of
+    failed checks.  Every kind is driven the same way (:class:`hpcq.bench.kinds.CaseKind`)."""
     import numba
 
-    from hpcq.bench import collectives, collectives_table, kernels, train
+    from hpcq.bench.kinds import ordered
     from hpcq.collectives import idle_barrier
-    from hpcq.compressors import compressor
 
-    rank = comm.Get_rank()
-    kcases = [c for c in cases if c.kind.startswith("kernels")]
-    ccases = [c for c in cases if c.kind == "collectives"]
-    tcases = [c for c in cases if c.kind == "train"]
-    kthreads = job.kernels.threads if job.kernels else 0
+    rank, p = comm.Get_rank(), comm.Get_size()
+    groups = [(k, [c for c in cases if c.group == k.name]) for k in ordered()]
+    groups = [(k, cs) for k, cs in groups if cs]
     # Rank 0 compiles (or loads) every kernel first; the others then find them in
     # the numba cache instead of compiling the same functions at the same time.
     if rank == 0:
-        seconds = collectives.compile_for([c.bench for c in ccases], nprocs=comm.Get_size())
-        with numba_threads(kthreads):
-            comps = [compressor(c.bench.what) for c in kcases if c.kind == "kernels"]
-            seconds += kernels.compile_kernels(comps, sorted({c.bench.d for c in kcases}))
-        if tcases:
-            seconds += train.compile_for([c.bench for c in tcases])
-            seconds += train.warm([c.bench for c in tcases])
+        seconds = sum(k.compile(job, [c.bench for c in cs], nprocs=p, first=True)
+                      for k, cs in groups)
         print(f"hpcq: kernels ready in {seconds:.1f} s", file=sys.stderr)
     idle_barrier(comm)
     failed: list[str] = []
-    if kcases:
-        if rank == 0:
-            rows, memcpy = [], {}
-            with numba_threads(kthreads):
-                for c in kcases:
-                    comp = compressor(c.bench.what) if c.kind == "kernels" else None
-                    attrs, data, row = kernels.run_case(c.bench, comp,
-                                                        memcpy_gbs=memcpy.get(c.bench.d))
-                    if c.bench.what == "memcpy":
-                        memcpy[c.bench.d] = row["enc"][0]
-                    rows.append(row)
-                    _write(store, c, attrs, data)
-                    progress(c.label)
-                print(f"# kernels on rank 0 alone, {numba.get_num_threads()} numba thread(s): "
-                      f"{kernels.LEGEND}")
-            print(kernels.format_table(rows), flush=True)
-        idle_barrier(comm)  # the other ranks sleep: spinning would steal rank 0's cores
-    if ccases:
-        if rank != 0:
-            collectives.compile_for([c.bench for c in ccases], nprocs=comm.Get_size())  # cached
+    for kind, cs in groups:
         rows = []
-        for c in ccases:
-            result = collectives.run_case(comm, c.bench, check=c.check)
-            if result is not None:
-                attrs, data, row = result
-                rows.append(row)
-                _write(store, c, attrs, data)
-                progress(c.label)
-                if attrs.get("check") == "fail":
-                    failed.append(c.label)
-            # the others sleep while rank 0 writes: spinning in the next case's first
-            # collective would compete with the file system's work for the cores
-            idle_barrier(comm)
-        if rank == 0:
-            print(collectives_table.format_table(rows, nprocs=comm.Get_size()), flush=True)
-    if tcases:
-        if rank != 0:
-            train.warm([c.bench for c in tcases])  # compiled by rank 0: loads the cache
-        rows = []
-        for c in tcases:
-            result = train.run_case(comm, c.bench)
-            if result is not None:
-                attrs, data, row = result
-                rows.append(row)
-                _write(store, c, attrs, data)
-                progress(c.label)
-            idle_barrier(comm)
-        if rank == 0:
-            print(train.format_table(rows, nprocs=comm.Get_size()), flush=True)
+        if rank == 0 or not kind.solo:
+            if rank != 0:
+                kind.compile(job, [c.bench for c in cs], nprocs=p, first=False)  # cached
+            state = kind.state(job)
+            with kind.context(job):
+                threads = numba.get_num_threads()
+                for c in cs:
+                    result = kind.run(None if kind.solo else comm, c.bench, state,
+                                      check=c.check)
+                    if result is not None:  # rank 0
+                        attrs, data, row = result
+                        rows.append(row)
+                        _write(store, c, attrs, data)
+                        progress(c.label)
+                        if attrs.get("check") == "fail":
+                            failed.append(c.label)
+                    if not kind.solo:
+                        # the others sleep while rank 0 writes: spinning in the next case's
+                        # first collective would compete with the file system for the cores
+                        idle_barrier(comm)
+            if rank == 0:
+                print(kind.table(rows, nprocs=p, threads=threads), flush=True)
+        if kind.solo:
+            idle_barrier(comm)  # the other ranks sleep: spinning would steal rank 0's cores
     return failed
 
 

@@ -395,5 +395,5 @@ def test_bench_failed_check_keeps_every_case(mpirun, tmp_path: Path) -> None:
 def test_bench_bad_scheme_is_one_line_on_every_rank(mpirun) -> None:
     done = mpirun(2, "bench", "collectives", "--schemes", "allgather", "nope", expect=2)
     assert done.stderr.strip().splitlines() == [
-        f"hpcq: error: unknown scheme 'nope'; valid: {', '.join(SCHEMES.names())}"
+        f"hpcq: error: --schemes: unknown scheme 'nope'; valid: {', '.join(SCHEMES.names())}"
     ]

@@ -55,6 +55,7 @@ from hpcq.compressors.base import Param
 from hpcq.feedback import ErrorFeedback
 from hpcq.kernels.update import axpy
 
+
 def start_mean(comm: Any, g: np.ndarray, comp: Compressor | None, sch: Scheme, *, seed: int,
                step: int, feedback: ErrorFeedback | None, blocking: bool,
                session: Session | None = None) -> tuple[np.ndarray, Stats] | Pending:

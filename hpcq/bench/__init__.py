@@ -1,8 +1,9 @@
 """Benchmarks run as ``hpcq bench <name>``: one module each, registered by name.
 
 A benchmark module registers a :class:`Bench` (its one-line summary, the
-function adding its command-line options, and its entry point taking the
-parsed options) in :data:`BENCHES`; the CLI builds ``hpcq bench`` from it.
+function adding its command-line options, and the function turning the parsed
+options into a one-table job) in :data:`BENCHES`; the CLI builds ``hpcq bench``
+from it and hands the job to the runner.
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ import importlib.util
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from hpcq.compressors import Compressor, compressor
 from hpcq.registry import Registry
 
 
 class Bench(NamedTuple):
-    """One ``hpcq bench`` subcommand."""
+    """One ``hpcq bench`` subcommand: its options and the one-table job they make.
+
+    ``hpcq bench NAME`` builds the job (``to_job``) and runs it with the runner
+    (:func:`hpcq.runner.run_job`), like ``hpcq run`` a job file: one orchestrator.
+    """
 
     summary: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    main: Callable[[argparse.Namespace], int]
+    to_job: Callable[[argparse.Namespace], Any]
 
 
 BENCHES: Registry[Bench] = Registry("benchmark")

@@ -107,6 +107,8 @@ class Case:
     warmup: int
     seed: int
 
+    kind = "collectives"
+
     @property
     def baseline(self) -> bool:
         """True for a scheme with a fixed cast (``allreduce-*``)."""

@@ -1,32 +1,26 @@
 """``hpcq bench collectives``: the OSU-like table of :mod:`hpcq.bench.collectives` and its command.
 
 :func:`format_table` prints the rows of :func:`hpcq.bench.collectives.run_case` a
-block per size; :func:`main` runs the cases of the command line on
-``MPI.COMM_WORLD`` (validated on rank 0, compiled there first, each case written
-to the result file as it completes) and fails with exit code 1 when ``--check``
-finds an error above its guarantee.
+block per size; :func:`to_job` turns the command line into a one-table job, which the
+runner (:func:`hpcq.runner.run_job`) runs like any job: validated on rank 0, compiled
+there first, each case written as it completes (with ``-o``), exit code 1 when
+``--check`` finds an error above its guarantee.  ``--workload`` measures a model's
+gradient bucket by bucket instead (:mod:`hpcq.bench.workload`).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hpcq.bench import BENCHES, Bench, Progress, resolve_compressors
+from hpcq.bench import BENCHES, Bench
 from hpcq.bench.collectives import (
     _FP32,
     DEFAULT_SCHEMES,
     DEFAULT_SIZES,
     DEFAULT_SPECS,
-    Case,
-    compile_for,
-    cost,
-    expand,
-    run_case,
 )
-from hpcq.bench.kernels import parse_sizes
 from hpcq.collectives import SCHEMES
 
 # ------------------------------------------------------------------ table
@@ -125,104 +119,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="fail (exit 1) if a case's NMSE exceeds its guarantee or ranks disagree",
     )
+    w = p.add_argument_group("model workloads (instead of --sizes; hpcq workloads lists them)")
+    w.add_argument("--workload", metavar="NAME",
+                   help="move a model's gradient bucket by bucket (resnet50, bert-base, gpt2, "
+                        "llama-7b, tiny, file:PATH)")
+    w.add_argument("--buckets", default="ddp", metavar="RULE",
+                   help="bucket rule: ddp[:first=MiB,cap=MiB] (default), fused[:mib=N], single")
+    w.add_argument("--min-size", type=int, default=4096, metavar="N",
+                   help="tensors with fewer elements go uncompressed (default 4096)")
+    w.add_argument("--overrides", nargs="+", metavar="PATTERN=SPEC",
+                   help="a codec per tensor-name pattern, or none: '*.bias=none'")
+    w.add_argument("--gradients", default="normal", metavar="SOURCE",
+                   help="normal (default), laplace, student-t[:df=3], lognormal[:sigma=1], "
+                        "file:PATH")
     p.add_argument("-o", "--output", metavar="FILE.h5", help="write the results to this file")
     p.add_argument("--append", action="store_true", help="add to an existing output file")
 
 
-def main(args: argparse.Namespace) -> int:
-    """Entry point of ``hpcq bench collectives`` (on ``MPI.COMM_WORLD``)."""
-    from mpi4py import MPI
+def to_job(args: argparse.Namespace) -> Any:
+    """``hpcq bench collectives`` as a one-table job (``[collectives]``) for the runner."""
+    from hpcq.config import job_from_tables
 
-    from hpcq import provenance
-    from hpcq.affinity import bind_local_ranks
-    from hpcq.collectives import idle_barrier
-    from hpcq.netem import check_link
-    from hpcq.runner import CheckFailed, JobError
-    from hpcq.store import case_key
-
-    comm = MPI.COMM_WORLD
-    rank = comm.Get_rank()
-    binding = bind_local_ranks(comm)  # before any kernel starts a thread
-    prov = (
-        provenance.collect(comm, command_line=getattr(args, "command_line", None))
-        if args.output
-        else None
-    )
-    link = check_link(comm)  # an emulated link (hpcq netem): verified, recorded
-    if prov is not None:
-        prov["cpu_binding"] = binding
-        prov.update(link)
-    store = None
-
-    def prepare() -> tuple[list[Case], list[str]]:
-        nonlocal store
-        specs = args.compressors or DEFAULT_SPECS
-        _, notes = resolve_compressors(specs, skip_unavailable=args.compressors is None)
-        cases = expand(
-            args.schemes or DEFAULT_SCHEMES,
-            specs,
-            parse_sizes(args.sizes),
-            iterations=args.iterations,
-            warmup=args.warmup,
-            seed=args.seed,
-            skip_unavailable=args.compressors is None,
-        )
-        if args.output:
-            from hpcq.store import ResultFile
-
-            store = ResultFile(args.output, prov or {}, append=args.append)
-        return cases, notes
-
-    result: Any = None
-    if rank == 0:
-        try:
-            result = (prepare(), None)
-        except (ValueError, OSError) as e:
-            result = (None, " ".join(str(e).split()))
-    value, err = comm.bcast(result, root=0)
-    if err is not None:
-        raise JobError(err)
-    cases, notes = value
-    if rank == 0:
-        for note in notes:
-            print(f"hpcq: note: {note}", file=sys.stderr)
-        print(f"hpcq: {comm.Get_size()} rank(s), cpu binding: {binding}", file=sys.stderr)
-        seconds = compile_for(cases, nprocs=comm.Get_size())
-        print(f"hpcq: kernels ready in {seconds:.1f} s", file=sys.stderr, flush=True)
-    idle_barrier(comm)  # the others sleep while rank 0 compiles, then load from the cache
-    if rank != 0:
-        compile_for(cases, nprocs=comm.Get_size())
-    progress = Progress(len(cases), weights=[cost(c) for c in cases]) if rank == 0 else None
-    rows, failed = [], []
-    for case in cases:
-        out = run_case(comm, case, check=args.check)
-        if out is not None:  # rank 0
-            attrs, data, row = out
-            rows.append(row)
-            if store is not None:
-                key = case_key({"kind": "collectives", **case.params(), "check": args.check})
-                store.write_case("collectives", case.label, attrs, data, key=key)
-            if attrs["check"] == "fail":
-                failed.append(case.label)
-            if progress is not None:
-                progress(case.label)
-        if args.output:  # every rank: the others sleep while rank 0 writes, not spin
-            idle_barrier(comm)
-    if rank == 0:
-        print(format_table(rows, nprocs=comm.Get_size()), flush=True)
-        if store is not None:
-            store.close()
-            print(f"# results written to {args.output}", flush=True)
-    failed = comm.bcast(failed, root=0)
-    if failed:
-        where = f"; the results are in {args.output}" if args.output else ""
-        raise CheckFailed(
-            f"check failed (NMSE above its guarantee, or ranks disagree) for: "
-            f"{'; '.join(failed)}{where}"
-        )
-    return 0
+    table: dict[str, Any] = {
+        "compressors": list(args.compressors or DEFAULT_SPECS),
+        "schemes": list(args.schemes or DEFAULT_SCHEMES), "sizes": args.sizes,
+        "iterations": args.iterations, "warmup": args.warmup, "check": args.check}
+    if args.workload:
+        table.update(workload=args.workload, buckets=args.buckets, min_size=args.min_size,
+                     overrides=list(args.overrides or ()), gradients=args.gradients)
+    return job_from_tables("hpcq bench collectives", {
+        "job": {"name": "bench-collectives", "seed": args.seed,
+                "skip_unavailable": args.compressors is None},
+        "collectives": table})
 
 
 BENCHES.register("collectives")(
-    Bench("compressed means over MPI ranks (OSU-style)", add_arguments, main)
+    Bench("compressed means over MPI ranks (OSU-style), or a model's gradient in buckets",
+          add_arguments, to_job)
 )

@@ -40,7 +40,6 @@ datasets ``<tool>_compress_s`` / ``<tool>_decompress_s`` for each tool available
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcq.bench import BENCHES, Bench, Progress, resolve_compressors
+from hpcq.bench import BENCHES, Bench
 from hpcq.bench.numpy_ref import fwht as numpy_fwht
 from hpcq.bench.numpy_ref import reference
 from hpcq.compressors import HEADER_BYTES, Compressor, compressor
@@ -459,43 +458,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--append", action="store_true", help="add to an existing output file")
 
 
-def main(args: argparse.Namespace) -> int:
-    """Entry point of ``hpcq bench kernels``."""
+def to_job(args: argparse.Namespace) -> Any:
+    """``hpcq bench kernels`` as a one-table job (``[kernels]``) for the runner."""
     import numba
 
-    if args.repeats < 1 or args.warmup < 0:
-        raise ValueError("--repeats must be >= 1 and --warmup >= 0")
-    sizes = parse_sizes(args.sizes)
-    if args.threads is not None:
-        most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-        if not 1 <= args.threads <= most:
-            raise ValueError(f"--threads {args.threads}: must be 1..{most} (NUMBA_NUM_THREADS)")
+    from hpcq.config import job_from_tables
+
+    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    if args.threads is not None and not 1 <= args.threads <= most:
+        raise ValueError(f"--threads {args.threads}: must be 1..{most} (NUMBA_NUM_THREADS)")
+    if args.threads is not None:  # the whole process, so provenance records it too
         numba.set_num_threads(args.threads)
-    specs, notes = resolve_compressors(args.compressors or DEFAULT_SPECS,
-                                       skip_unavailable=args.compressors is None)
-    if any(getattr(c, "p", {}).get("code", "fixed") != "fixed" for _, c in specs):
-        notes = [*notes, *missing_tools()]
-    for note in notes:
-        print(f"hpcq: note: {note}", file=sys.stderr)
-    on_case: OnCase | None = None
-    store = None
-    if args.output:
-        from mpi4py import MPI
-
-        from hpcq import provenance
-        from hpcq.store import ResultFile
-
-        prov = provenance.collect(MPI.COMM_SELF, command_line=getattr(args, "command_line", None))
-        store = ResultFile(args.output, prov, append=args.append)
-        on_case = store.write_case
-    rows = run(specs, sizes, repeats=args.repeats, warmup=args.warmup, seed=args.seed,
-               on_case=on_case, progress=Progress(len(sizes) * (len(specs) + 2)))
-    print(f"# hpcq bench kernels, {numba.get_num_threads()} numba thread(s): {LEGEND}")
-    print(format_table(rows))
-    if store is not None:
-        store.close()
-        print(f"# results written to {args.output}")
-    return 0
+    return job_from_tables("hpcq bench kernels", {
+        "job": {"name": "bench-kernels", "seed": args.seed,
+                "skip_unavailable": args.compressors is None},
+        "kernels": {"compressors": list(args.compressors or DEFAULT_SPECS),
+                    "sizes": args.sizes, "repeats": args.repeats, "warmup": args.warmup,
+                    "threads": args.threads or 0}})
 
 
-BENCHES.register("kernels")(Bench("encode/decode throughput of every codec", add_arguments, main))
+BENCHES.register("kernels")(Bench("encode/decode throughput of every codec", add_arguments,
+                                  to_job))

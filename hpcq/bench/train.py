@@ -63,6 +63,7 @@ _KEEP_X = 1 << 16
 class TrainCase:
     """One training run: everything that identifies it (and its key)."""
 
+    kind = "train"  # class attribute: the result file's kind
     problem: str
     method: str
     compressor: str | None

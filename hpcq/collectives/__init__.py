@@ -133,7 +133,8 @@ from hpcq.collectives.ps import ps_mean, ps_reduce_mean  # noqa: E402
 from hpcq.collectives.twophase import itwo_phase_mean, two_phase_mean  # noqa: E402
 
 __all__ = [
-    "SCHEMES", "BoundInputs", "Cost", "Pending", "Scheme", "Session", "Stats", "scheme", "allgather_mean", "allreduce_cast_mean",
+    "SCHEMES", "BoundInputs", "Cost", "Pending", "Scheme", "Session", "Stats", "scheme",
+    "allgather_mean", "allreduce_cast_mean",
     "allreduce_mean", "average_messages", "chunk_bounds", "iallgather_mean", "iallreduce_mean",
     "idle_barrier",
     "itwo_phase_mean", "ps_mean", "ps_reduce_mean", "register", "second_seed", "two_phase_mean",

@@ -160,7 +160,7 @@ class Scheme:
     def start(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
               step: int = 0, feedback: ErrorFeedback | None = None,
               session: Session | None = None) -> Any:
-        """Start the mean without blocking; a ``Pending`` whose ``wait()`` gives ``(mean, stats)``."""
+        """Start the mean without blocking: a ``Pending``; ``wait()`` gives ``(mean, stats)``."""
         raise ValueError(f"scheme {self.name} has no nonblocking form")
 
     def __call__(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *,
@@ -197,7 +197,7 @@ def register(s: Scheme) -> Scheme:
 
 
 def scheme(spec: str | Scheme) -> Scheme:
-    """The scheme of a spec: ``"allgather"``, ``"ring:chunks=4"``; ValueError naming what is wrong."""
+    """The scheme of a spec (``"allgather"``, ``"ring:chunks=4"``); ValueError naming the fault."""
     if isinstance(spec, Scheme):
         return spec
     if not isinstance(spec, str) or not spec.strip():

@@ -12,7 +12,6 @@ import sys
 from hpcq.bench import guarantees
 from hpcq.cli import main
 
-
 _own = guarantees.scheme_bound
 
 
