@@ -115,21 +115,29 @@ def _encode_stream(y, k, inv, t0, cnt_all, r, width, bounds, cent, dots, qsq, bu
 
 
 @njit(**EXACT)
-def _encode(y, k, r, lo, hi, nhi, bounds_lo, cent_lo, bounds_hi, cent_hi, mode, scales,  # type: ignore[no-untyped-def]
-            codes_hi, codes_lo):
-    """Whole encode; returns the number of blocks whose norm is not finite (then stops)."""
-    n = y.shape[0]
-    nb = n >> k
+def _block_norms(y, k, norms, inv):  # type: ignore[no-untyped-def]
+    """``||y_b||^2`` and ``sqrt(B) / ||y_b||`` (0 for a zero block) per block; the number of
+    blocks whose norm is not finite."""
     bsz = 1 << k
-    norms = np.empty(nb)
-    inv = np.empty(nb)
     bad = 0
-    for b in range(nb):
+    for b in range(norms.shape[0]):
         s = sum_sq64(y, b << k, bsz)
         if not np.isfinite(s):
             bad += 1
         norms[b] = s
         inv[b] = np.sqrt(bsz / s) if s > 0 else 0.0
+    return bad
+
+
+@njit(**EXACT)
+def _encode(y, k, r, lo, hi, nhi, bounds_lo, cent_lo, bounds_hi, cent_hi, mode, scales,  # type: ignore[no-untyped-def]
+            codes_hi, codes_lo):
+    """Whole encode; returns the number of blocks whose norm is not finite (then stops)."""
+    n = y.shape[0]
+    nb = n >> k
+    norms = np.empty(nb)
+    inv = np.empty(nb)
+    bad = _block_norms(y, k, norms, inv)
     if bad:
         return bad
     dots = np.zeros(nb)
