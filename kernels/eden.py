@@ -70,20 +70,24 @@ def payload_nbytes(n: int, block: int, bits: float) -> int:
     return 4 * (n // block) + hi_nbytes(k, hi) + packed_nbytes(n - k, lo)
 
 
+#: The nearest-centroid search: a grid of ``GRID`` cells of width ``1 / GRID_SCALE`` on
+#: ``[0, 8)`` holds at most one boundary each (the closest two, at 8 bits, are 0.0169 apart),
+#: so ``j = below[g] + (a >= inside[g])``: two table reads and no unpredictable branch
+#: (a binary search mispredicts about every other step: 4x slower at 4 bits).
+GRID_SCALE = 256.0
+GRID = 2048
+
+
 @njit(**INLINE)
-def _code(a, neg, bounds, m):  # type: ignore[no-untyped-def]
-    """(code, positive centroid index) of ``|z| = a``: branchless binary search of ``bounds``."""
-    j = 0
-    h = m >> 1
-    while h > 0:
-        if a >= bounds[j + h - 1]:
-            j += h
-        h >>= 1
+def _code(a, neg, below, inside, m):  # type: ignore[no-untyped-def]
+    """(code, positive centroid index) of ``|z| = a`` (finite, >= 0)."""
+    g = min(np.int64(a * GRID_SCALE), GRID - 1)
+    j = below[g] + np.int64(a >= inside[g])
     return (m - 1 - j if neg else m + j), j
 
 
 @njit(**EXACT)
-def _encode_stream(y, k, inv, t0, cnt_all, r, width, bounds, cent, dots, qsq, buf, words, codes):  # type: ignore[no-untyped-def]
+def _encode_stream(y, k, inv, t0, cnt_all, r, width, below, inside, cent, dots, qsq, buf, words, codes):  # type: ignore[no-untyped-def]
     """Quantize the ``cnt_all`` coordinates of stream ranks ``t0 ..`` into the stream ``codes``,
     adding ``sum |y| q`` and ``sum q^2`` per block to ``dots``, ``qsq``."""
     n = y.shape[0]
@@ -100,7 +104,7 @@ def _encode_stream(y, k, inv, t0, cnt_all, r, width, bounds, cent, dots, qsq, bu
             qq = 0.0
             for j in range(run):
                 v = np.float64(y[i + j])
-                c, jj = _code(abs(v) * s, v < 0, bounds, m)
+                c, jj = _code(abs(v) * s, v < 0, below, inside, m)
                 buf[u + j] = c
                 q = cent[jj]
                 dot += abs(v) * q
@@ -130,7 +134,7 @@ def _block_norms(y, k, norms, inv):  # type: ignore[no-untyped-def]
 
 
 @njit(**EXACT)
-def _encode(y, k, r, lo, hi, nhi, bounds_lo, cent_lo, bounds_hi, cent_hi, mode, scales,  # type: ignore[no-untyped-def]
+def _encode(y, k, r, lo, hi, nhi, grid_lo, cent_lo, grid_hi, cent_hi, mode, scales,  # type: ignore[no-untyped-def]
             codes_hi, codes_lo):
     """Whole encode; returns the number of blocks whose norm is not finite (then stops)."""
     n = y.shape[0]
@@ -145,11 +149,11 @@ def _encode(y, k, r, lo, hi, nhi, bounds_lo, cent_lo, bounds_hi, cent_hi, mode, 
     buf = np.empty(BLOCK, np.uint8)
     words = buf.view(np.uint64)
     if nhi:
-        _encode_stream(y, k, inv, 0, nhi, r, hi, bounds_hi, cent_hi, dots, qsq, buf, words,
-                       codes_hi)
+        _encode_stream(y, k, inv, 0, nhi, r, hi, grid_hi[0], grid_hi[1], cent_hi, dots, qsq,
+                       buf, words, codes_hi)
     if n - nhi:
-        _encode_stream(y, k, inv, nhi, n - nhi, r, lo, bounds_lo, cent_lo, dots, qsq, buf,
-                       words, codes_lo)
+        _encode_stream(y, k, inv, nhi, n - nhi, r, lo, grid_lo[0], grid_lo[1], cent_lo, dots,
+                       qsq, buf, words, codes_lo)
     for b in range(nb):
         if norms[b] == 0.0:
             scales[b] = 0.0
@@ -204,16 +208,23 @@ def _decode(scales, k, r, lo, hi, nhi, table_lo, table_hi, codes_hi, codes_lo, o
 
 
 # ------------------------------------------------------------------ public wrappers
-def _tables(centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(positive centroids, their midpoints padded with +inf, float32 value of each code)."""
+def _tables(centroids: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]:  # noqa: E501
+    """(positive centroids, the search grid (boundaries below each cell's start, the boundary
+    inside it or +inf), float32 value of each code)."""
     c = np.ascontiguousarray(centroids, dtype=np.float64)
     m = c.shape[0]
     if m < 1 or m & (m - 1) or np.any(np.diff(c) <= 0) or c[0] <= 0:
         raise ValueError("centroids must be 2^(w-1) increasing positive values")
-    bounds = np.full(m, np.inf)
-    bounds[: m - 1] = (c[:-1] + c[1:]) / 2
+    bounds = (c[:-1] + c[1:]) / 2
+    starts = np.arange(GRID) / GRID_SCALE
+    below = np.searchsorted(bounds, starts, side="left").astype(np.int64)  # bounds < start
+    cells = np.floor(bounds * GRID_SCALE).astype(np.int64)
+    if np.any(np.diff(cells) == 0) or (m > 1 and cells[-1] >= GRID - 1):
+        raise ValueError("centroids too close or too large for the search grid")
+    inside = np.full(GRID, np.inf)
+    inside[cells] = bounds
     table = np.concatenate((-c[::-1], c)).astype(np.float32)
-    return c, bounds, table
+    return c, (below, inside), table
 
 
 def _split(payload: np.ndarray, n: int, block: int, bits: float) -> tuple[int, int, int, int, np.ndarray, np.ndarray, np.ndarray]:  # noqa: E501

@@ -103,7 +103,7 @@ def test_nonfinite_is_reported_and_corrupted_scales_rejected():
 
 
 def test_py_func_matches_compiled():
-    n, B, k = 600 * 2, 64, 6
+    n, B, k = 1280, 64, 6
     y = np.random.default_rng(3).standard_normal(n).astype(np.float32)
     lo, hi, nhi = eden.layout(n, B, 2.3)
     cl, bl, tl = eden._tables(lloyd_max(lo))
