@@ -345,3 +345,38 @@ def fused_buckets(sizes_bytes, limit):
         out.append(list(range(start, stop)))
         start = stop
     return out
+
+
+# ---- EDEN (kernels/eden.py, compressors/eden.py)
+
+
+def eden_roundtrip(x, B, bits, key_signs, offset, positive_lo, positive_hi, mse=False):
+    """EDEN by definition, in float64: rotate (dense Hadamard), per block z = y sqrt(B)/||y_b||,
+    nearest centroid by argmin over the full symmetric set (ties to the larger value, as
+    codes ascend: 0 goes to the smallest positive centroid), scale ||y||^2/<y,q> or
+    <y,q>/||q||^2, unrotate.  Coordinate i takes the hi set iff (i - offset) mod n < K,
+    K = round(f n).  Returns (decoded x, the float32 scales, the hi mask)."""
+    d = len(x)
+    n = -(-d // B) * B
+    signs = rotation_signs(key_signs, n)
+    y = rotate_dense(x, B, signs)
+    lo = int(np.floor(bits))
+    k = int(round((bits - lo) * n)) if bits != lo else 0
+    hi_mask = ((np.arange(n) - offset) % n) < k
+    full_lo = np.concatenate((-np.asarray(positive_lo)[::-1], positive_lo))
+    full_hi = np.concatenate((-np.asarray(positive_hi)[::-1], positive_hi))
+    q = np.empty(n)
+    yb = y.reshape(-1, B)
+    norms = np.sqrt((yb**2).sum(axis=1))
+    z = (yb * (np.sqrt(B) / np.where(norms > 0, norms, 1.0))[:, None]).ravel()
+    for i in range(n):
+        c = full_hi if hi_mask[i] else full_lo
+        dist = np.abs(z[i] - c)
+        q[i] = c[np.flatnonzero(dist == dist.min())[-1]]
+    qb = q.reshape(-1, B)
+    dots = (yb * qb).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = dots / (qb**2).sum(axis=1) if mse else norms**2 / dots
+    s = np.where(norms > 0, s, 0.0).astype(np.float32)
+    yq = (qb * s.astype(np.float64)[:, None]).ravel()
+    return unrotate_dense(yq, B, signs, d), s, hi_mask

@@ -169,7 +169,8 @@ def measure(comp: Compressor, x: np.ndarray, *, repeats: int, warmup: int, seed:
         "encode_s": (_samples(lambda: comp.encode(x, seed=seed), repeats), "s"),
         "decode_s": (_samples(lambda: comp.decode(buf), repeats), "s"),
     }
-    if getattr(comp, "p", {}).get("code", "fixed") != "fixed":
+    # the entropy columns read QSGD's levels; other coded codecs (eden:code=rans) show bits only
+    if getattr(comp, "p", {}).get("code", "fixed") != "fixed" and hasattr(comp, "levels"):
         ent, ent_data = entropy_stats(comp, x, buf, repeats=repeats, seed=seed)
         data.update(ent_data)
     else:

@@ -90,22 +90,9 @@ def chunk_bounds(d: int, p: int) -> np.ndarray:
 
 
 def average_messages(comp: Compressor, messages: Sequence[np.ndarray], d: int) -> np.ndarray:
-    """The float32 mean of ``comp.decode(m)`` over ``messages``, summed in list order.
-
-    The first message is decoded into a new vector and every further one is
-    added into it by ``decode(out=, add=True)``: in one pass and with no d-length
-    array per message for the codecs that decode into a vector (``decodes_into``),
-    by decoding and then adding for the others.  Accumulates in float32 (the rounding, about
-    p * 2^-24 relative, is far below any codec's own error) and divides by
-    ``len(messages)`` at the end.
-    """
-    if not messages:
-        return np.zeros(d, dtype=np.float32)
-    acc = np.empty(d, dtype=np.float32)
-    for i, m in enumerate(messages):  # a message of another length: decode's ValueError
-        comp.decode(m, out=acc, add=i > 0)
-    acc /= len(messages)
-    return acc
+    """The float32 mean of ``comp.decode(m)`` over ``messages``: :meth:`Compressor.mean_of`
+    (rotated messages of one step are added in the rotated domain and rotated back once)."""
+    return comp.mean_of(messages, d)
 
 
 def idle_barrier(comm: Any, poll_s: float = 0.005) -> None:

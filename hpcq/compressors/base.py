@@ -534,6 +534,52 @@ class Compressor:
             out[:] = y
         return out
 
+    def mean_of(self, messages: Sequence[np.ndarray], d: int) -> np.ndarray:
+        """The float32 mean of the decoded ``messages`` (each of length ``d``), summed in order.
+
+        Rotated messages that share one (seed, step) share their rotation signs (derived
+        from those alone, :class:`Keys`), and the inverse rotation is linear: their payloads
+        are decoded and added in the rotated domain, scaled by 1/p, and rotated back once,
+        instead of once per message.  The result equals the per-message mean up to float32
+        rounding (the sum is taken before, not after, the inverse transform).  Otherwise
+        (no rotation, or messages of different seeds or steps) each message is decoded and
+        added in place.  ValueError for a message of another length or another codec.
+        """
+        if not messages:
+            return np.zeros(d, dtype=np.float32)
+        if self.rotation and len(messages) > 1:
+            heads = [self._check_message(m) for m in messages]
+            h0 = heads[0][0]
+            if all((h.seed, h.step) == (h0.seed, h0.step) for h, _, _ in heads):
+                return self._mean_rotated(messages, heads, d)
+        acc = np.empty(d, dtype=np.float32)
+        for i, m in enumerate(messages):  # a message of another length: decode's ValueError
+            self.decode(m, out=acc, add=i > 0)
+        acc /= len(messages)
+        return acc
+
+    def _mean_rotated(self, messages: Sequence[np.ndarray],
+                      heads: Sequence[tuple[Header, int, int]], d: int) -> np.ndarray:
+        """:meth:`mean_of` of rotated messages of one (seed, step), in the rotated domain."""
+        h0, block, n = heads[0]
+        for h, _, _ in heads:
+            if h.d != d:
+                raise ValueError(f"{self.name}: a message has d={h.d}, the mean is of d={d}")
+        keys = Keys.derive(h0.seed, h0.step)
+        acc = np.empty(n, dtype=np.float32)
+        for i, (m, (h, _, _)) in enumerate(zip(messages, heads)):
+            if self.decodes_into:
+                self._decode_message(m[HEADER_BYTES:], n, keys, h, out=acc, add=i > 0)
+                continue
+            y = self._decode_message(m[HEADER_BYTES:], n, keys, h)
+            if i:
+                acc += y
+            else:
+                acc[:] = y
+        acc /= len(messages)
+        out: np.ndarray = _hadamard().unrotate(acc, block, keys.signs, d)
+        return out
+
 
 def rotation_rounding(block: int) -> float:
     """``1 + delta``: the float32 randomized Hadamard transform of block ``B = 2^k`` (either
