@@ -200,8 +200,8 @@ def mx_decode(payload: np.ndarray, n: int, *, fmt: str, out: np.ndarray | None =
               add: bool = False) -> np.ndarray:
     """Decode ``n`` entries ``P_i * X`` (into ``out``, or added to it with ``add``).
 
-    ValueError for a NaN (0xFF) scale, an element code that is not finite, or a product
-    beyond float32's range.
+    ValueError for a NaN (0xFF) scale, an element code that is not finite, a product
+    beyond float32's range, or unused bits of the last byte that are not zero.
     """
     width = _params(fmt)[0]
     need = payload_nbytes(n, fmt)
@@ -209,6 +209,10 @@ def mx_decode(payload: np.ndarray, n: int, *, fmt: str, out: np.ndarray | None =
         raise ValueError(f"payload must be {need} uint8 bytes for n={n}, got {payload.shape}")
     if fmt not in _TABLES:
         _TABLES[fmt] = element_table(fmt)
+    used = (n * width) % 8
+    if used and payload[-1] >> used:  # a d that packs into as many bytes as the real one
+        raise ValueError(f"corrupted payload: the last byte's {8 - used} unused bits are not "
+                         f"zero (d={n} does not match the message)")
     out = np.empty(n, np.float32) if out is None else out
     if n == 0:
         return out
