@@ -77,13 +77,14 @@ def _mini_of(b, mbits, bias, maxc, sign_shift):  # type: ignore[no-untyped-def]
     """Code of float32 bits ``b`` (finite) in the format (RNE, saturating); see module doc."""
     f = b & _ABS
     sh = np.uint32(23 - mbits)
-    if f < np.uint32((128 - bias) << 23):  # below the smallest normal: the FPU rounds
-        magic = np.uint32((151 - bias - mbits) << 23)
-        c = f32_bits(f32_from_bits(f) + f32_from_bits(magic)) - magic
-    else:
-        c = (f - np.uint32((127 - bias) << 23) + ((np.uint32(1) << (sh - np.uint32(1)))
-             - np.uint32(1)) + ((f >> sh) & np.uint32(1))) >> sh
-        c = min(c, np.uint32(maxc))
+    # both branches computed, one selected: no jump, so LLVM can vectorise the callers' loops
+    magic = np.uint32((151 - bias - mbits) << 23)
+    sub = f32_bits(f32_from_bits(f) + f32_from_bits(magic)) - magic
+    fn = max(f, np.uint32((128 - bias) << 23))  # keeps the rebias below from wrapping
+    c = (fn - np.uint32((127 - bias) << 23) + ((np.uint32(1) << (sh - np.uint32(1)))
+         - np.uint32(1)) + ((fn >> sh) & np.uint32(1))) >> sh
+    c = min(c, np.uint32(maxc))
+    c = sub if f < np.uint32((128 - bias) << 23) else c
     return c | ((b >> np.uint32(31)) << np.uint32(sign_shift))
 
 
