@@ -380,3 +380,96 @@ def eden_roundtrip(x, B, bits, key_signs, offset, positive_lo, positive_hi, mse=
     s = np.where(norms > 0, s, 0.0).astype(np.float32)
     yq = (qb * s.astype(np.float64)[:, None]).ravel()
     return unrotate_dense(yq, B, signs, d), s, hi_mask
+
+
+# ---- FP8 / MX / natural compression (kernels/fp8.py, mx.py, natural.py)
+
+#: element format -> (ebits, mbits, bias, largest finite value), from the OCP specifications.
+MINIFLOATS = {"e4m3": (4, 3, 7, 448.0), "e5m2": (5, 2, 15, 57344.0), "e3m2": (3, 2, 3, 28.0),
+              "e2m3": (2, 3, 1, 7.5), "e2m1": (2, 1, 1, 6.0)}
+#: MX format -> (element format, element bits, emax_elem) (OCP MX v1.0, table 1).
+MX = {"mxfp8_e4m3": ("e4m3", 8, 8), "mxfp8_e5m2": ("e5m2", 8, 15), "mxfp6_e3m2": ("e3m2", 6, 4),
+      "mxfp6_e2m3": ("e2m3", 6, 2), "mxfp4": ("e2m1", 4, 2), "mxint8": ("int8", 8, 0)}
+
+
+def minifloat_round(v, fmt):
+    """v (float64) rounded to the format's values: the step of v's binade (or the subnormal
+    step below 2^(1 - bias)), np.round (ties to even) in steps, clamped to the largest finite."""
+    e, m, bias, big = MINIFLOATS[fmt]
+    a = np.abs(np.asarray(v, np.float64))
+    binade = np.floor(np.log2(np.maximum(a, 2.0 ** (1 - bias))))
+    step = 2.0 ** (binade - m)
+    return np.sign(v) * np.minimum(np.round(a / step) * step, big)
+
+
+def minifloat_code(q, fmt):
+    """Bit pattern of the exactly representable values q: sign, then the index of |q| among
+    the format's non-negative values in increasing order (which is their code)."""
+    e, m, bias, big = MINIFLOATS[fmt]
+    mags = [0.0]
+    for ef in range(1 << e):
+        for mf in range(1 << m):
+            v = mf * 2.0 ** (1 - bias - m) if ef == 0 else (1 + mf / 2**m) * 2.0 ** (ef - bias)
+            if 0 < v <= big:
+                mags.append(v)
+    mags = np.array(mags)
+    q = np.asarray(q, np.float64)
+    idx = np.searchsorted(mags, np.abs(q))
+    assert np.all(mags[np.minimum(idx, len(mags) - 1)] == np.abs(q)), "not representable"
+    return (idx | (np.signbit(q).astype(np.int64) << (e + m))).astype(np.uint8)
+
+
+def fp8_scaled(x, fmt, bucket):
+    """fp8 codec: per bucket (bucket 0: one) scale float32(max|x| / F), codes of
+    float32(x * (1 / scale)) (reciprocal in float64; 0 for a zero scale)."""
+    x = np.asarray(x, np.float32)
+    big = MINIFLOATS[fmt][3]
+    b = bucket or len(x)
+    scales, codes = [], []
+    for i0 in range(0, len(x), b):
+        xb = x[i0:i0 + b]
+        s = np.float32(np.max(np.abs(xb)).astype(np.float64) / big)
+        inv = 1.0 / np.float64(s) if s > 0 else 0.0
+        y = (xb.astype(np.float64) * inv).astype(np.float32).astype(np.float64)
+        scales.append(s)
+        codes.append(minifloat_code(minifloat_round(y, fmt), fmt))
+    return np.array(scales, np.float32), np.concatenate(codes) if codes else np.zeros(0, np.uint8)
+
+
+def mx_blocks(v, fmt):
+    """OCP MX v1.0 section 6.3, block by block of 32: shared_exp = floor(log2(max|V|)) -
+    emax_elem (max 0 taken as 2^-126, as microxcaling does), clamped to >= -127; X =
+    2^shared_exp; P = quantize(V / X), ties to even, clamped to the largest normal (INT8:
+    round(64 V / X) in [-127, 127]).  Returns (E8M0 bytes, element codes unpacked)."""
+    elem, width, emax = MX[fmt]
+    v = np.asarray(v, np.float32).astype(np.float64)
+    scales, codes = [], []
+    for i0 in range(0, len(v), 32):
+        vb = v[i0:i0 + 32]
+        amax = np.max(np.abs(vb))
+        se = int(np.floor(np.log2(amax if amax > 0 else 2.0**-126))) - emax
+        se = max(se, -127)
+        scales.append(se + 127)
+        y = vb / 2.0**se
+        if elem == "int8":
+            codes.append(np.clip(np.round(y * 64), -127, 127).astype(np.int8).view(np.uint8))
+        else:
+            codes.append(minifloat_code(minifloat_round(y, elem), elem))
+    return np.array(scales, np.uint8), np.concatenate(codes)
+
+
+def natural_round(x, key):
+    """Natural compression of float32 x with the kernels' stream: |x| = 2^e (1 + m) goes up
+    to 2^(e+1) when the top 23 of bits64(key, i)'s bits, over 2^23, are below m."""
+    from hpcq.kernels.rng import bits64_py
+
+    out = np.empty(len(x), np.float32)
+    for i, xi in enumerate(np.asarray(x, np.float32)):
+        a = abs(float(xi))
+        e = np.floor(np.log2(a)) if a >= 2.0**-126 else -127.0
+        lo = 2.0**e if a >= 2.0**-126 else 0.0
+        frac = (a - lo) / (2.0**e if a >= 2.0**-126 else 2.0**-126)  # m, or |x| / 2^-126
+        up = (bits64_py(key, i) >> 41) < frac * 2**23
+        hi = 2.0 ** (e + 1) if a >= 2.0**-126 else 2.0**-126
+        out[i] = np.copysign(hi if up else lo, xi)
+    return out

@@ -72,6 +72,15 @@ SPECS = [
     "vqsgd:points=simplex,norm=l1,reps=2",
     "vqsgd:points=hadamard,norm=l1",
     "hadamard+vqsgd:reps=8",
+    "fp8",
+    "fp8:format=e5m2,scale=block,bucket=7",
+    "fp8:scale=block",
+    "hadamard+fp8:format=e5m2",
+    *(f"mx:format={f}" for f in ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3",
+                                 "mxfp4", "mxint8")),
+    "hadamard+mx:format=mxfp4",
+    "natural",
+    "hadamard+natural",
 ]
 
 KINDS = ("gaussian", "spike", "constant", "student_t", "signs", "sparse", "wide")
@@ -108,7 +117,7 @@ def is_stochastic(c: hpcq.Compressor) -> bool:
         return bool(c.p["rounding"] == "stochastic")
     if c.name == "topk":
         return bool(c.p["bits"] > 0)
-    return c.name in ("randk", "vqsgd")
+    return c.name in ("randk", "vqsgd", "natural")
 
 
 def rel_errors(c: hpcq.Compressor, x: np.ndarray, seeds: range, rank: int = 0) -> np.ndarray:

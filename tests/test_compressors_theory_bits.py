@@ -28,6 +28,9 @@ SPECS = [
     "vqsgd", "vqsgd:reps=4", "vqsgd:points=simplex,reps=3", "vqsgd:points=hadamard,reps=5",
     "vqsgd:norm=l1,reps=7",
     "fixedrange", "fixedrange:bits=2.5", "fixedrange:bits=0.3", "fixedrange:bits=16",
+    "fp8", "fp8:format=e5m2,scale=block", "fp8:scale=block,bucket=5",
+    "mx", "mx:format=mxfp6_e3m2", "mx:format=mxfp6_e2m3", "mx:format=mxfp4", "mx:format=mxint8",
+    "natural",
 ]
 PREFIXES = ["", "hadamard:block=64+", "hadamard+"]
 DS = [1, 2, 7, 8, 9, 16, 100, 511, 513, 1000, 4096 + 3]

@@ -208,6 +208,89 @@ def _rotated(c: Compressor, x: np.ndarray, rng: np.random.Generator) -> NumpyRef
     return NumpyRef(encode, decode)
 
 
+def _minifloat(y: np.ndarray, elem: str) -> np.ndarray:
+    """Codes of float32 ``y`` in a small float format (RNE, saturating) with uint32 array ops:
+    rebias and round the mantissa for normal results, a magic-number add below them."""
+    from hpcq.kernels.fp8 import FORMATS
+
+    e, m, bias, maxc = FORMATS[elem]
+    b = y.view(np.uint32)
+    f = b & np.uint32(0x7FFFFFFF)
+    sh = np.uint32(23 - m)
+    magic = np.uint32((151 - bias - m) << 23)
+    with np.errstate(over="ignore"):
+        normal = (f - np.uint32((127 - bias) << 23) + np.uint32((1 << (22 - m)) - 1)
+                  + ((f >> sh) & np.uint32(1))) >> sh
+    sub = (f.view(np.float32) + magic.view(np.float32)).view(np.uint32) - magic
+    code = np.where(f < np.uint32((128 - bias) << 23), sub, np.minimum(normal, np.uint32(maxc)))
+    return (code | ((b >> np.uint32(31)) << np.uint32(e + m))).astype(np.uint8)
+
+
+def _fp8(c: Compressor, x: np.ndarray, rng: np.random.Generator) -> NumpyRef:
+    from hpcq.kernels.fp8 import max_finite, table
+
+    n, fmt = x.shape[0], c.p["format"]
+    bucket = int(c.p["bucket"]) if c.p["scale"] == "block" else 0
+    big, values = max_finite(fmt), table(fmt)
+
+    def encode(v: np.ndarray) -> Payload:
+        rows = _buckets(v, bucket)
+        s = (np.abs(rows).max(axis=1, keepdims=True) / np.float32(big)).astype(np.float32)
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+        return s, _minifloat((rows * inv).astype(np.float32).ravel()[:n], fmt)
+
+    def decode(p: Payload) -> np.ndarray:
+        s, codes = p
+        return (_buckets(values[codes], bucket) * s).ravel()[:n]
+
+    return NumpyRef(encode, decode)
+
+
+def _mx(c: Compressor, x: np.ndarray, rng: np.random.Generator) -> NumpyRef:
+    from hpcq.kernels.mx import MX_FORMATS, element_table
+
+    n, fmt = x.shape[0], c.p["format"]
+    elem, width, emax = MX_FORMATS[fmt]
+    values = element_table(fmt)
+
+    def encode(v: np.ndarray) -> Payload:
+        rows = _buckets(v, 32)
+        amax = np.abs(rows).max(axis=1, keepdims=True)
+        eb = (amax.view(np.uint32) >> 23).astype(np.int32) - 127
+        se = np.maximum(np.where(amax > 0, eb, -126) - emax, -127)
+        y = np.ldexp(rows, -se).astype(np.float32).ravel()[:n]
+        if elem == "int8":
+            codes = np.clip(np.rint(y * 64), -127, 127).astype(np.int8).view(np.uint8)
+        else:
+            codes = _minifloat(y, elem)
+        return (se + 127).astype(np.uint8), pack(codes, width)
+
+    def decode(p: Payload) -> np.ndarray:
+        se, packed = p
+        codes = unpack(packed, n, width)
+        scale = np.ldexp(np.float32(1), se.astype(np.int32) - 127).astype(np.float32)
+        return (_buckets(values[codes], 32) * scale).ravel()[:n]
+
+    return NumpyRef(encode, decode)
+
+
+def _natural(c: Compressor, x: np.ndarray, rng: np.random.Generator) -> NumpyRef:
+    n = x.shape[0]
+
+    def encode(v: np.ndarray) -> Payload:
+        b = v.view(np.uint32)
+        up = rng.integers(0, 1 << 23, n, dtype=np.uint32) < (b & np.uint32(0x7FFFFF))
+        exps = (((b >> 23) & np.uint32(0xFF)) + up).astype(np.uint8)
+        return exps, np.packbits(b >> 31, bitorder="little")
+
+    def decode(p: Payload) -> np.ndarray:
+        exps, signs = p
+        s = np.unpackbits(signs, count=n, bitorder="little").astype(np.uint32)
+        return ((s << 31) | (exps.astype(np.uint32) << 23)).view(np.float32)
+
+    return NumpyRef(encode, decode)
+
+
 _MAKERS: dict[str, Callable[[Compressor, np.ndarray, np.random.Generator], NumpyRef]] = {
     "fp32": lambda c, x, rng: NumpyRef(np.copy, np.copy),
     "fp16": lambda c, x, rng: NumpyRef(lambda v: v.astype(np.float16),
@@ -219,6 +302,9 @@ _MAKERS: dict[str, Callable[[Compressor, np.ndarray, np.random.Generator], Numpy
     "sign": _sign,
     "terngrad": _terngrad,
     "topk": _topk,
+    "fp8": _fp8,
+    "mx": _mx,
+    "natural": _natural,
 }
 
 
