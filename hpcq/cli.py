@@ -157,9 +157,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from mpi4py import MPI
 
     from hpcq.bench import BENCHES
-    from hpcq.runner import run_job
-
     from hpcq.config import JobError
+    from hpcq.runner import run_job
 
     job = BENCHES.get(args.bench).to_job(args)
     try:

@@ -58,9 +58,12 @@ from hpcq.kernels.update import axpy
 
 def start_mean(comm: Any, g: np.ndarray, comp: Compressor | None, sch: Scheme, *, seed: int,
                step: int, feedback: ErrorFeedback | None, blocking: bool,
-               session: Session | None = None) -> tuple[np.ndarray, Stats] | Pending:
+               session: Session | None = None, layout: Any = None
+               ) -> tuple[np.ndarray, Stats] | Pending:
     """The mean over ranks of ``g`` by scheme ``sch``: ``(mean, stats)``, or a :class:`Pending`."""
     kw: dict[str, Any] = {"seed": seed, "step": step, "session": session}
+    if layout is not None and blocking:
+        kw["layout"] = layout
     if feedback is not None:
         kw["feedback"] = feedback
     if blocking:
@@ -137,7 +140,8 @@ class CompressedGD(Method):
             g = prob.grad(x, batch, out=gbuf)
             t1 = MPI.Wtime()
             res = start_mean(comm, g, send, sch, seed=ctx.seed, step=t, feedback=fb,
-                             blocking=tau == 0, session=session)
+                             blocking=tau == 0, session=session,
+                             layout=getattr(prob, "layout", None))
             if isinstance(res, Pending):
                 enc, posted, sent, recv = (res.stats.encode_s, res.stats.comm_s,
                                            res.stats.bytes_sent, res.stats.bytes_recv)

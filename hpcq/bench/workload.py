@@ -199,6 +199,11 @@ class Group:
     hi: int
     tensors: tuple[Tensor, ...]
 
+    @property
+    def layout(self) -> Layout:
+        """The group's tensors as they lie in its part of the bucket buffer."""
+        return Layout.from_shapes([(t.name, t.shape) for t in self.tensors])
+
 
 def plan(case: WorkloadCase) -> list[list[Group]]:
     """Per bucket, its groups in buffer order (codec groups first, uncompressed last)."""
@@ -259,12 +264,12 @@ def _call(comm: Any, sch: Any, groups: list[Group], buf: np.ndarray, out: np.nda
     for g in groups:
         x, y = buf[g.lo:g.hi], out[g.lo:g.hi]
         if sch.cast is not None:
-            _, st = sch.mean(comm, x, session=session, out=y)
+            _, st = sch.mean(comm, x, session=session, out=y, layout=g.layout)
         elif g.spec is None:
             _, st = allreduce_mean(comm, x, out=y)
         else:
             _, st = sch.mean(comm, x, _compressor(g.spec), seed=seed, step=step,
-                             session=session, out=y)
+                             session=session, out=y, layout=g.layout)
         acc += (st.encode_s, st.comm_s, st.decode_s, st.bytes_sent)
     return acc
 

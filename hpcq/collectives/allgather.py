@@ -19,6 +19,7 @@ from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.feedback import ErrorFeedback
+from hpcq.workloads.layout import Layout
 
 
 def encode_own(x: np.ndarray, comp: Compressor, feedback: ErrorFeedback | None, *, seed: int,
@@ -217,8 +218,8 @@ class Allgather(Scheme):
 
     def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
              step: int = 0, feedback: ErrorFeedback | None = None,
-             session: Session | None = None, out: np.ndarray | None = None
-             ) -> tuple[np.ndarray, Stats]:
+             session: Session | None = None, out: np.ndarray | None = None,
+             layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
         mean, st = allgather_mean(comm, x, self._need(comp), seed=seed, step=step,
                                   feedback=feedback)
         return _into(mean, out), st

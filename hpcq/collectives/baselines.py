@@ -19,6 +19,7 @@ from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, rin
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.kernels import cast
+from hpcq.workloads.layout import Layout
 
 #: Largest finite value of each 16-bit format (for the overflow message).
 LARGEST = {"fp16": 65504.0, "bf16": 3.3895313892515355e38}
@@ -180,7 +181,8 @@ class Allreduce(Scheme):
 
     def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
              step: int = 0, feedback: Any = None, session: Session | None = None,
-             out: np.ndarray | None = None) -> tuple[np.ndarray, Stats]:
+             out: np.ndarray | None = None, layout: Layout | None = None
+             ) -> tuple[np.ndarray, Stats]:
         if self.cast == "fp32":
             return allreduce_mean(comm, x, out=out, session=session)
         return allreduce_cast_mean(comm, x, str(self.cast), out=out, session=session)

@@ -26,6 +26,7 @@ from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, rin
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.feedback import ErrorFeedback
+from hpcq.workloads.layout import Layout
 
 ROOT = 0
 
@@ -192,8 +193,8 @@ class PS(Scheme):
 
     def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
              step: int = 0, feedback: ErrorFeedback | None = None,
-             session: Session | None = None, out: np.ndarray | None = None
-             ) -> tuple[np.ndarray, Stats]:
+             session: Session | None = None, out: np.ndarray | None = None,
+             layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
         mean, st = ps_mean(comm, x, self._need(comp), seed=seed, step=step,
                            downlink=self.downlink, feedback=feedback)
         return _into(mean, out), st
@@ -237,8 +238,8 @@ class PSReduce(Scheme):
 
     def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
              step: int = 0, feedback: ErrorFeedback | None = None,
-             session: Session | None = None, out: np.ndarray | None = None
-             ) -> tuple[np.ndarray, Stats]:
+             session: Session | None = None, out: np.ndarray | None = None,
+             layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
         if comp is None:
             raise ValueError("scheme ps-reduce needs a compressor (fp32, fp16 or bf16)")
         mean, st = ps_reduce_mean(comm, x, comp.name)

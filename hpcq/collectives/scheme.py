@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from hpcq.collectives.session import Session
     from hpcq.compressors import Compressor
     from hpcq.feedback import ErrorFeedback
+    from hpcq.workloads.layout import Layout
 
 
 def lg(p: int) -> int:
@@ -147,13 +148,15 @@ class Scheme:
     # ------------------------------------------------------------------ the collective
     def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
              step: int = 0, feedback: ErrorFeedback | None = None,
-             session: Session | None = None, out: np.ndarray | None = None
-             ) -> tuple[np.ndarray, Stats]:
+             session: Session | None = None, out: np.ndarray | None = None,
+             layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
         """The float32 mean over the ranks of ``comm`` of every rank's ``x``: ``(mean, stats)``.
 
         ``out``, when given, receives the mean (and is returned); ``session`` lends
         buffers and state kept across calls; ``feedback`` is this rank's
-        error-feedback memory (schemes with ``takes_feedback``).
+        error-feedback memory (schemes with ``takes_feedback``); ``layout`` names the
+        tensors ``x`` holds, in order (None: one flat tensor), for schemes that work per
+        tensor or on matrix shapes (PowerSGD).
         """
         raise NotImplementedError
 

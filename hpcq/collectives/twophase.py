@@ -32,6 +32,7 @@ from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, rin
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.feedback import ErrorFeedback
+from hpcq.workloads.layout import Layout
 
 
 class _Plan(NamedTuple):
@@ -246,8 +247,8 @@ class TwoPhase(Scheme):
 
     def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
              step: int = 0, feedback: ErrorFeedback | None = None,
-             session: Session | None = None, out: np.ndarray | None = None
-             ) -> tuple[np.ndarray, Stats]:
+             session: Session | None = None, out: np.ndarray | None = None,
+             layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
         mean, st = two_phase_mean(comm, x, self._need(comp), seed=seed, step=step,
                                   feedback=feedback)
         return _into(mean, out), st

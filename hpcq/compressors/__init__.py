@@ -117,8 +117,21 @@ def decode(buf: np.ndarray) -> np.ndarray:
 
 
 # Importing the codec modules registers them (order irrelevant).
-from hpcq.compressors import casts, fixedrange, qsgd, randk, sign, terngrad, topk, uniform, vqsgd  # noqa: E402,F401,E501
-from hpcq.compressors import eden, fp8, mx, natural  # noqa: E402,F401
+from hpcq.compressors import (  # noqa: E402,F401,E501  # noqa: E402,F401
+    casts,
+    eden,
+    fixedrange,
+    fp8,
+    mx,
+    natural,
+    qsgd,
+    randk,
+    sign,
+    terngrad,
+    topk,
+    uniform,
+    vqsgd,
+)
 
 __all__ = [
     "HEADER_BYTES",

@@ -567,7 +567,7 @@ class Compressor:
                 raise ValueError(f"{self.name}: a message has d={h.d}, the mean is of d={d}")
         keys = Keys.derive(h0.seed, h0.step)
         acc = np.empty(n, dtype=np.float32)
-        for i, (m, (h, _, _)) in enumerate(zip(messages, heads)):
+        for i, (m, (h, _, _)) in enumerate(zip(messages, heads, strict=False)):
             if self.decodes_into:
                 self._decode_message(m[HEADER_BYTES:], n, keys, h, out=acc, add=i > 0)
                 continue

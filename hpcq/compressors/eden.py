@@ -34,7 +34,7 @@ All ranks of a step share the rotation, so their errors are not independent
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,7 @@ def _centroid_map(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return out, prob, grad
 
 
-@lru_cache(maxsize=None)
+@cache
 def lloyd_max(bits: int) -> np.ndarray:
     """The ``2^(bits-1)`` positive Lloyd-Max centroids of N(0, 1) for ``bits`` bits (float64).
 
@@ -275,7 +275,7 @@ class Eden(Compressor):
         out[:sb] = payload[:sb]
         pos = sb
         for (off, _, cnt, width), size in zip(self._streams(n),
-                                              (h.aux, payload.shape[0] - sb - h.aux)):
+                                              (h.aux, payload.shape[0] - sb - h.aux), strict=False):
             rans.decode(payload[pos:pos + size], cnt, width, 1 << width,
                         out[off:off + packed_nbytes(cnt, width)])
             pos += size
@@ -304,7 +304,7 @@ class Eden(Compressor):
             return self._theory_bits(n)[0], 8 * sb
         table, pos = 0, sb
         for (_, _, cnt, width), size in zip(self._streams(n),
-                                            (h.aux, payload.shape[0] - sb - h.aux)):
+                                            (h.aux, payload.shape[0] - sb - h.aux), strict=False):
             if cnt:
                 table += rans.table_nbytes(payload[pos:pos + size], 1 << width)
             pos += size
