@@ -237,7 +237,7 @@ def _draw(plt: Any, name: str, *, kcomb: Rows, mrows: Rows, ccomb: Rows,
     rows_p = [r for r in ccomb if r["tag"] == tag]
     p = tag[2:].replace("_", ", machine ")  # "16" or "16, machine m2" in titles
     if name.startswith("collectives_latency"):
-        baselines = [r for r in rows_p if str(r["scheme"]).startswith("allreduce-")]
+        baselines = [r for r in rows_p if _plain(str(r["scheme"]))]
         schemes = sorted({r["scheme"] for r in rows_p} - {r["scheme"] for r in baselines}) \
             or sorted({r["scheme"] for r in baselines})
         fig, axes = plt.subplots(1, len(schemes), figsize=(4.5 * len(schemes) + 1, 4.5),
@@ -334,7 +334,7 @@ def _scaling(plt: Any, machine: str, ccomb: Rows, st: dict[str, dict[str, Any]],
                 continue
             med, err = _err(line, "latency_p50_s", 1e6)
             style = dict(st[spec], linestyle=LINESTYLES[j % len(LINESTYLES)])
-            label = scheme if scheme.startswith("allreduce-") else f"{labels[spec]} ({scheme})"
+            label = scheme if _plain(scheme) else f"{labels[spec]} ({scheme})"
             ax.errorbar([int(r["nprocs"]) for r in line], med, yerr=err, capsize=3, label=label,
                         **style)
     ax.set_xscale("log", base=2)
@@ -367,7 +367,14 @@ def _train(plt: Any, name: str, train: Rows) -> Any:
 
 
 def _is_baseline(row: dict[str, Any]) -> bool:
-    return str(row["scheme"]).startswith("allreduce-") or row["scheme"] == "ps-reduce"
+    return _plain(str(row["scheme"]))
+
+
+def _plain(scheme: str) -> bool:
+    """An uncompressed scheme (baselines, the MPI reference, ps-reduce), from its facts."""
+    from hpcq.collectives.scheme import uncompressed
+
+    return uncompressed(scheme)
 
 
 def _scheme_order(scheme: str) -> int:

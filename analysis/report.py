@@ -33,7 +33,7 @@ from typing import Any
 
 from hpcq.analysis.load import Table, _column, expand_paths, load, summarize
 
-KINDS = ("kernels", "collectives", "train")
+KINDS = ("kernels", "collectives", "workload", "train")
 
 KERNEL_COLUMNS = ("file", "group", "machine", "spec", "spec_given", "d", "log2_d", "threads",
                   "repeats", "seed", "encode_median_s", "decode_median_s", "encode_gbs",
@@ -477,7 +477,7 @@ def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, 
     FileNotFoundError when no file is readable and ValueError when ``out_dir``
     exists and is not a directory or ``projection_d`` was not measured.
     """
-    from hpcq.analysis import figures, model, training
+    from hpcq.analysis import figures, model, training, workloads
 
     if kind not in ("all", *KINDS):
         raise ValueError(f"unknown kind {kind!r}; choose all, {', '.join(KINDS)}")
@@ -488,6 +488,7 @@ def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, 
     kt, problems = load(files, kind="kernels")
     mt, _ = load(files, kind="kernels.memcpy")
     ct, _ = load(files, kind="collectives")
+    wt, _ = load(files, kind="workload")
     bad = {f for f in files if any(p.startswith(f"{f}: ") for p in problems)}
     good = [f for f in files if f not in bad]
     if not good:
@@ -496,6 +497,7 @@ def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, 
 
     krows = kernel_rows(kt, mt) if kind in ("all", "kernels") else []
     crows = collective_rows(ct) if kind in ("all", "collectives") else []
+    wrows = workloads.rows(wt) if kind in ("all", "workload") else []
     tcases = training.load_runs(good, kind="train", problems=[]) \
         if kind in ("all", "train") else []
     cpu = _cpu_models(good)
@@ -510,6 +512,7 @@ def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, 
     written: dict[str, Any] = {"csv": []}
     for name, rows, cols in (("kernels", krows, KERNEL_COLUMNS),
                              ("collectives", crows, COLLECTIVE_COLUMNS),
+                             ("workload", wrows, workloads.COLUMNS),
                              ("train", trows, TRAIN_COLUMNS)):
         if kind in ("all", name):
             write_csv(out / f"{name}.csv", rows, cols)
@@ -547,6 +550,9 @@ def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, 
     figs, skipped = figures.render(out, kcomb=kcomb, mrows=mrows, ccomb=ccomb,
                                    specs=specs, labels=labels, plots=plots, train=tcases,
                                    projection=projection)
+    wcomb = workloads.combine(wrows)
+    wfigs, wskipped = workloads.draw(out, wcomb, plots)
+    figs, skipped = [*figs, *wfigs], [*skipped, *wskipped]
     written["figures"], written["skipped"], written["problems"] = figs, skipped, problems
 
     def images(prefix: str) -> list[Block]:
@@ -556,7 +562,8 @@ def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, 
     blocks: list[Block] = [
         ("h", 1, "hpcq report"),
         ("p", f"{len(good)} result file(s) read; {len(krows)} kernels case(s), {len(crows)} "
-              f"collectives case(s), {len(trows)} training run(s). Repeated runs of one case "
+              f"collectives case(s), {len(wrows)} workload case(s), {len(trows)} training "
+              f"run(s). Repeated runs of one case "
               "are combined as median [min, max] over runs; each run's time is the median "
               "over calls of the slowest rank. Tables: "
               + ", ".join(p.name for p in written["csv"]) + ".")]
@@ -583,7 +590,7 @@ def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, 
                       _g(r.get("decode_median_s.median"), 1e-6), _range(r, "nmse"),
                       _range(r, "breakeven_gbs")] for r in ccomb]),
                    ("p", BREAKEVEN_MODEL)]
-    rest = [(n, c) for n, c in figs if not n.startswith(("train_", "model_"))]
+    rest = [(n, c) for n, c in figs if not n.startswith(("train_", "model_", "workload_"))]
     if rest:
         blocks.append(("h", 2, "Figures of the kernels and collectives"))
     for name, caption in rest:
@@ -591,6 +598,7 @@ def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, 
     if crows:
         blocks += _model_section(fits, proj, sizes, tags, labels, crows)
         blocks += images("model_")
+    blocks += workloads.section(wcomb, figs)
     if trows:
         blocks += _train_section(trows) + images("train_")
     if skipped:

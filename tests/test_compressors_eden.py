@@ -1,4 +1,4 @@
-"""EDEN: Lloyd-Max centroids, the paper's NMSE, fractional bits, rANS, fuzzing; rotated-domain means."""
+"""EDEN: Lloyd-Max centroids, the paper's NMSE, fractional bits, rANS, fuzzing; rotated means."""
 
 import numpy as np
 import pytest
@@ -135,7 +135,8 @@ def test_rans_same_vector_fewer_bits(bits):
         assert parse_header(b).flags & FLAG_PACKED
 
 
-@pytest.mark.parametrize("spec", ["eden:bits=2.5,code=rans", "eden:bits=3", "eden:bits=2,code=rans"])
+@pytest.mark.parametrize("spec", ["eden:bits=2.5,code=rans", "eden:bits=3",
+                                  "eden:bits=2,code=rans"])
 def test_fuzzed_messages_never_crash_or_mislength(spec):
     rng = np.random.default_rng(11)
     c = hpcq.compressor(spec)

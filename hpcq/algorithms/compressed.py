@@ -83,6 +83,9 @@ class CompressedGD(Method):
         if ctx.step <= 0:
             require_constants(ctx, self.name)
         sch = scheme(ctx.scheme)
+        if sch.reference:
+            raise ValueError(f"method {self.name}: scheme {sch.name} is a timing reference (the "
+                             f"plain MPI sum, not a mean); use allreduce-fp32")
         comp = self.compressor(ctx)
         sch.check(comp if sch.cast is None else None)
         if self.feedback_coefficients() is not None and not sch.takes_feedback:

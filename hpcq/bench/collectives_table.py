@@ -60,6 +60,7 @@ def format_table(rows: Sequence[dict[str, Any]], *, nprocs: int) -> str:
             ref = fp32.get(d)
             x = f"{r['latency_p50_s'] / ref:7.2f}" if ref else f"{'-':>7}"
             bound = f"{r['nmse_bound']:9.1e}" if r["nmse_bound"] is not None else f"{'-':>9}"
+            nmse = f"{r['nmse']:9.1e}" if r["nmse"] is not None else f"{'-':>9}"
             flag = "" if r["consistent"] else "  INCONSISTENT"
             flag += "  CHECK FAILED" if r["check"] == "fail" else ""
             label = r["label"]
@@ -79,7 +80,7 @@ def format_table(rows: Sequence[dict[str, Any]], *, nprocs: int) -> str:
             )
             lines.append(
                 f"{label:<{name}}{r['bits_per_coordinate']:>6.3g}{times}"
-                f"{r['busbw_gbs']:>7.2f}{x}{r['nmse']:>9.1e}{bound}{r['overhead_pct']:>6.1f}"
+                f"{r['busbw_gbs']:>7.2f}{x}{nmse}{bound}{r['overhead_pct']:>6.1f}"
                 f"{flag}"
             )
     return "\n".join(lines)

@@ -41,8 +41,9 @@ Attributes: workload, scheme, spec, spec_given, buckets (rule spec), min_size,
 overrides, gradients, nprocs, iterations, warmup, seed, parameters, tensors,
 n_buckets, uncompressed_share (fraction of parameters sent uncompressed),
 bytes_per_iteration (mean over ranks of bytes sent per iteration), bits_per_parameter
-(8 x that / parameters), iteration_p50_s, iteration_p99_s, encode_s, comm_s, decode_s
-(per iteration: sum over buckets of the median over calls of the slowest rank's part),
+(8 x that / parameters), iteration_p50_s, iteration_p99_s, encode_iteration_s, comm_iteration_s,
+decode_iteration_s (per iteration: sum over buckets of the median over calls of the
+slowest rank's part),
 nmse (whole gradient), nmse_worst_tensor and worst_tensor, consistent,
 peak_rss_max_bytes, x_fp32 (p50 / p50 of allreduce-fp32 on the same workload, when it
 ran earlier in this process), ``workload_facts.*`` and ``compressor.*``.
@@ -392,7 +393,8 @@ def run_case(comm: Any, case: WorkloadCase, *, check: bool = False
         "uncompressed_share": float(1.0 - compressed.sum() / params),
         "bytes_per_iteration": bytes_iter, "bits_per_parameter": 8.0 * bytes_iter / params,
         "iteration_p50_s": p50, "iteration_p99_s": p99,
-        "encode_s": float(split[0]), "comm_s": float(split[1]), "decode_s": float(split[2]),
+        "encode_iteration_s": float(split[0]), "comm_iteration_s": float(split[1]),
+        "decode_iteration_s": float(split[2]),
         "nmse": nmse, "nmse_worst_tensor": float(tensor_nmse[worst]),
         "worst_tensor": lay.tensors[worst].name, "consistent": consistent,
         "check": ("pass" if consistent else "fail") if check else "none",
@@ -452,7 +454,8 @@ def format_table(rows: Sequence[dict[str, Any]], *, nprocs: int) -> str:
             lines.append(
                 f"{label:<32}{r['bits_per_parameter']:>9.3g}"
                 f"{1e3 * r['iteration_p50_s']:>9.2f}{1e3 * r['iteration_p99_s']:>9.2f}"
-                f"{1e3 * r['encode_s']:>8.2f}{1e3 * r['comm_s']:>8.2f}{1e3 * r['decode_s']:>8.2f}"
+                f"{1e3 * r['encode_iteration_s']:>8.2f}{1e3 * r['comm_iteration_s']:>8.2f}"
+                f"{1e3 * r['decode_iteration_s']:>8.2f}"
                 f"{x}{100 * r['uncompressed_share']:>7.2f}{r['nmse']:>9.1e}"
                 f"{r['nmse_worst_tensor']:>9.1e}{r['peak_rss_max_bytes'] / 2**20:>8.0f}{flag}")
     return "\n".join(lines)

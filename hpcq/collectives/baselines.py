@@ -223,6 +223,36 @@ class AllreduceBF16(Allreduce):
     style = ("0.65", "*", (0, (3, 1, 1, 1, 1, 1)))
 
 
+class MPIAllreduce(Allreduce):
+    """The plain ``comm.Allreduce(x, y)`` (sum) into a reused buffer: the timing reference.
+
+    Not a mean (no scaling by 1/p), so it has no accuracy and no guarantee; it is the
+    yardstick the fp32 baseline is held to (the baseline adds only the 1/p scaling).
+    """
+
+    name = "mpi-allreduce"
+    summary = "plain comm.Allreduce(x, y) into a reused buffer (the sum): timing reference"
+    cast = "fp32"
+    reference = True
+    style = ("0.2", "x", (0, (1, 1)))
+
+    def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
+             step: int = 0, feedback: Any = None, session: Session | None = None,
+             out: np.ndarray | None = None, layout: Layout | None = None
+             ) -> tuple[np.ndarray, Stats]:
+        from mpi4py import MPI
+
+        t0 = MPI.Wtime()
+        y = _output(x.shape[0], out, session, self.name)
+        comm.Allreduce([x, MPI.FLOAT], [y, MPI.FLOAT], op=MPI.SUM)
+        return y, Stats(0.0, MPI.Wtime() - t0, 0.0, x.nbytes, x.nbytes)
+
+    def bound(self, comp: Compressor | None, d: int, p: int, inputs: BoundInputs
+              ) -> float | None:
+        return None
+
+
 register(AllreduceFP32())
 register(AllreduceFP16())
 register(AllreduceBF16())
+register(MPIAllreduce())

@@ -110,6 +110,8 @@ class Scheme:
     cost: ClassVar[Cost]
     #: (colour, marker, line style) in figures; None: chosen from the scheme's rank.
     style: ClassVar[tuple[Any, str, Any] | None] = None
+    #: A timing reference (the plain MPI call), not a mean: no accuracy, never used to train.
+    reference: ClassVar[bool] = False
 
     def __init__(self, **values: Any) -> None:
         self.p: dict[str, Any] = parse_params(self.params, values, f"scheme {self.name}")
@@ -227,3 +229,13 @@ def style_of(name: str, palette: tuple[str, ...], markers: str) -> tuple[Any, st
         return s.style
     i = SCHEMES.names().index(name) if s is not None else len(SCHEMES.names())
     return (palette[i % len(palette)], markers[i % len(markers)], "-")
+
+
+def uncompressed(name: str) -> bool:
+    """Whether scheme ``name`` (a spec, or a name from an older file) moves uncompressed
+    values: a baseline, the MPI reference, or a scheme that only sums casts (ps-reduce)."""
+    try:
+        s = scheme(name)
+    except ValueError:
+        return str(name).startswith("allreduce-")
+    return s.cast is not None or s.codecs is not None
