@@ -177,3 +177,36 @@ def test_table_reads_like_a_job_file() -> None:
     assert table.overrides == ("*.bias=none",) and job.job.seed == 5
     again = job_from_tables("x", {"collectives": {"workload": "gpt2"}})
     assert again.collectives[0].min_size == 4096
+
+
+def _saved(tmp_path, **change):
+    """The tiny workload's gradient saved as .npz (one array per tensor), with ``change``."""
+    lay = get_workload("tiny").layout
+    arrays = {t.name: np.ones(t.shape, dtype=np.float32) for t in lay}
+    arrays.update(change)
+    path = tmp_path / "g.npz"
+    np.savez(path, **arrays)
+    return path, lay
+
+
+def test_file_gradients_run_and_bad_arrays_are_named(tmp_path) -> None:
+    from mpi4py import MPI
+
+    path, lay = _saved(tmp_path)
+    (case,) = _case(gradients=f"file:{path}", schemes=("allreduce-fp32",))
+    attrs, data, _ = bw.run_case(MPI.COMM_SELF, case)
+    assert attrs["nmse"] == 0.0 and attrs["parameters"] == lay.size
+    name = lay.tensors[0].name
+    bad = np.ones(lay.tensors[0].shape, dtype=np.float32)
+    bad.flat[3] = np.inf
+    for change, match in (({name: bad}, rf"g.npz: array {name} holds a non-finite value"),
+                          ({name: np.ones(lay.tensors[0].shape, np.int64)}, rf"array {name} has dtype int64"),
+                          ({name: np.ones(7, np.float32)}, rf"array {name} has shape \(7,\)")):
+        p, _ = _saved(tmp_path, **change)
+        with pytest.raises(ValueError, match=match):
+            bw.expand(_table(gradients=f"file:{p}"), seed=0)
+    lay_missing = {t.name: np.ones(t.shape, np.float32) for t in lay.tensors[1:]}
+    p = tmp_path / "m.npz"
+    np.savez(p, **lay_missing)
+    with pytest.raises(ValueError, match=rf"m.npz: no array for tensor\(s\) {name}"):
+        bw.expand(_table(gradients=f"file:{p}"), seed=0)

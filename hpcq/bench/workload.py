@@ -64,7 +64,15 @@ import numpy as np
 from hpcq.bench import resolve_compressors
 from hpcq.collectives import Session, scheme
 from hpcq.compressors import Compressor, compressor
-from hpcq.workloads import Layout, Policy, Tensor, gradient_source, parse_bucket_rule, workload
+from hpcq.workloads import (
+    FromFile,
+    Layout,
+    Policy,
+    Tensor,
+    gradient_source,
+    parse_bucket_rule,
+    workload,
+)
 
 _BLOCK = 1 << 22  # elements per validation block: bounds the float64 temporaries
 _FP32 = "allreduce-fp32"
@@ -160,7 +168,9 @@ def expand(table: Any, *, seed: int, skip_unavailable: bool = False
     except ValueError as e:
         raise ValueError(f"overrides/min_size: {e}") from None
     try:
-        gradient_source(table.gradients, seed=seed, layout=lay)
+        src = gradient_source(table.gradients, seed=seed, layout=lay)
+        if isinstance(src, FromFile):
+            src.check_values()  # every array finite: no run stops half-way on a bad one
     except (ValueError, OSError) as e:
         raise ValueError(f"gradients: {e}") from None
     chosen = []

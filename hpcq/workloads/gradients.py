@@ -285,6 +285,15 @@ class FromFile:
                          f"{step} (looked for rank{rank}/step{step}/{name}, rank{rank}/{name}, "
                          f"step{step}/{name}, {name})")
 
+    def check_values(self) -> None:
+        """Read every array once and check it is finite in float32 (ValueError naming the
+        file and the array): a run then never stops half-way on a bad array."""
+        for (rank, step, name) in self.entries:
+            t = self.layout[name]
+            buf = np.empty(t.size, dtype=np.float32)
+            self.fill(t, buf, rank=-1 if rank is None else rank,
+                      step=-1 if step is None else step)
+
     def fill(self, tensor: Tensor, out: np.ndarray, *, rank: int, step: int) -> None:
         """Read ``tensor``'s array for ``rank`` and ``step`` into ``out`` (as float32)."""
         _check_out(tensor, out, f"{self.path}")
