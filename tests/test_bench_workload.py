@@ -199,8 +199,9 @@ def test_file_gradients_run_and_bad_arrays_are_named(tmp_path) -> None:
     name = lay.tensors[0].name
     bad = np.ones(lay.tensors[0].shape, dtype=np.float32)
     bad.flat[3] = np.inf
+    ints = np.ones(lay.tensors[0].shape, np.int64)
     for change, match in (({name: bad}, rf"g.npz: array {name} holds a non-finite value"),
-                          ({name: np.ones(lay.tensors[0].shape, np.int64)}, rf"array {name} has dtype int64"),
+                          ({name: ints}, rf"array {name} has dtype int64"),
                           ({name: np.ones(7, np.float32)}, rf"array {name} has shape \(7,\)")):
         p, _ = _saved(tmp_path, **change)
         with pytest.raises(ValueError, match=match):
