@@ -26,6 +26,7 @@ import naive  # noqa: E402
 from hpcq.bench import resolve_compressors  # noqa: E402
 from hpcq.collectives import (  # noqa: E402
     SCHEMES,
+    scheme,
     iallgather_mean,
     itwo_phase_mean,
     two_phase_mean,
@@ -163,6 +164,10 @@ def main() -> None:
         mean, stats = SCHEMES.get(name)(comm, x)
         record(name, mean, stats, lambda: exact, lambda want, u=u: float(
             (p + 1) * u * abs_sum.max() + 1e-30))
+    for alg in ("allreduce", "rsag"):  # both algorithms of the fp32 baseline
+        mean, stats = scheme(f"allreduce-fp32:algorithm={alg}")(comm, x)
+        record(f"allreduce-fp32 {alg}", mean, stats, lambda: exact, lambda want: float(
+            (p + 1) * 2.0**-24 * abs_sum.max() + 1e-30))
     for kind, u in (("fp32", 2.0**-24), ("fp16", 2.0**-11), ("bf16", 2.0**-8)):
         mean, stats = SCHEMES.get("ps-reduce")(comm, x, compressor(kind))
         record(f"ps-reduce {kind}", mean, stats, lambda: exact, lambda want, u=u: float(
