@@ -26,9 +26,9 @@ import naive  # noqa: E402
 from hpcq.bench import resolve_compressors  # noqa: E402
 from hpcq.collectives import (  # noqa: E402
     SCHEMES,
-    scheme,
     iallgather_mean,
     itwo_phase_mean,
+    scheme,
     two_phase_mean,
 )
 from hpcq.compressors import compressor  # noqa: E402
