@@ -89,14 +89,16 @@ def chunk_bounds(d: int, p: int) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(sizes)))
 
 
-def average_messages(comp: Compressor, messages: Sequence[np.ndarray], d: int) -> np.ndarray:
+def average_messages(comp: Compressor, messages: Sequence[np.ndarray], d: int,
+                     out: np.ndarray | None = None) -> np.ndarray:
     """The float32 mean of ``comp.decode(m)`` over ``messages``: :meth:`Compressor.mean_of`
-    (rotated messages of one step are added in the rotated domain and rotated back once)."""
+    (rotated messages of one step are added in the rotated domain and rotated back once),
+    into ``out`` when given."""
     mean_of = getattr(comp, "mean_of", None)
     if mean_of is not None:
-        return mean_of(messages, d)  # type: ignore[no-any-return]
+        return mean_of(messages, d, out=out)  # type: ignore[no-any-return]
     # a codec outside the Compressor hierarchy (tests' stand-ins): decode and add, in order
-    acc = np.zeros(d, dtype=np.float32)
+    acc = np.zeros(d, dtype=np.float32) if out is None else out
     for i, m in enumerate(messages):
         comp.decode(m, out=acc, add=i > 0)
     if messages:

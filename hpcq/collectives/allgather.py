@@ -58,32 +58,41 @@ def gather_counts(comm: Any, n: int) -> np.ndarray:
 
 
 def _start(comm: Any, msg: np.ndarray, fixed: int | None, *, blocking: bool,
-           counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
+           counts: np.ndarray | None = None, session: Session | None = None,
+           owner: str = "allgather") -> tuple[np.ndarray, np.ndarray, Any]:
     """Exchange the messages: (received bytes, counts, request or None when blocking).
 
     ``fixed``: every message has this length (``Allgather``).  Otherwise the
     lengths are ``counts`` when every rank knows them, else allgathered first,
-    and the messages follow by ``Allgatherv``.
+    and the messages follow by ``Allgatherv``.  With a ``session`` the receive buffer is
+    its ``owner`` buffer, reused across calls (blocking calls only).
     """
     from mpi4py import MPI
 
     p = comm.Get_size()
     if fixed is not None:
         counts = np.full(p, fixed, dtype=np.int64)
-        recv = np.empty(p * fixed, dtype=np.uint8)
+        recv = _recv(p * fixed, session, owner)
         if blocking:
             comm.Allgather([msg, MPI.BYTE], [recv, MPI.BYTE])
             return recv, counts, None
         return recv, counts, comm.Iallgather([msg, MPI.BYTE], [recv, MPI.BYTE])
     if counts is None:
         counts = gather_counts(comm, int(msg.shape[0]))
-    recv = np.empty(int(counts.sum()), dtype=np.uint8)
+    recv = _recv(int(counts.sum()), session, owner)
     displs = np.concatenate(([0], np.cumsum(counts)[:-1]))
     spec = [recv, (counts, displs), MPI.BYTE]
     if blocking:
         comm.Allgatherv([msg, MPI.BYTE], spec)
         return recv, counts, None
     return recv, counts, comm.Iallgatherv([msg, MPI.BYTE], spec)
+
+
+def _recv(n: int, session: Session | None, owner: str) -> np.ndarray:
+    """A receive buffer of ``n`` bytes: the session's (reused) or a new one."""
+    if session is None:
+        return np.empty(n, dtype=np.uint8)
+    return session.buffer(owner + ".recv", n, np.uint8)
 
 
 class _Exchange(NamedTuple):
@@ -96,7 +105,8 @@ class _Exchange(NamedTuple):
 
 
 def _exchange(comm: Any, x: np.ndarray, comp: Compressor, feedback: ErrorFeedback | None, *,
-              seed: int, step: int, blocking: bool) -> _Exchange:
+              seed: int, step: int, blocking: bool, session: Session | None = None,
+              out: np.ndarray | None = None) -> _Exchange:
     """Encode this rank's message and exchange it (or post the exchange)."""
     from mpi4py import MPI
 
@@ -106,13 +116,14 @@ def _exchange(comm: Any, x: np.ndarray, comp: Compressor, feedback: ErrorFeedbac
     t1 = MPI.Wtime()
     fixed = comp.wire_bytes(d)
     check_length(comp, msg, fixed)
-    recv, counts, request = _start(comm, msg, fixed, blocking=blocking)
+    recv, counts, request = _start(comm, msg, fixed, blocking=blocking,
+                                   session=session if blocking else None)
     sent = int(msg.shape[0])
     stats = Stats(t1 - t0, MPI.Wtime() - t1, 0.0, sent, recv.shape[0] - sent)
 
     def finish(st: Stats) -> np.ndarray:
         t = MPI.Wtime()
-        mean = average_messages(comp, split(recv, counts), d)
+        mean = average_messages(comp, split(recv, counts), d, out=out)
         st.decode_s += MPI.Wtime() - t
         return mean
 
@@ -120,7 +131,8 @@ def _exchange(comm: Any, x: np.ndarray, comp: Compressor, feedback: ErrorFeedbac
 
 
 def allgather_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0,
-                   step: int = 0, feedback: ErrorFeedback | None = None
+                   step: int = 0, feedback: ErrorFeedback | None = None,
+                   out: np.ndarray | None = None, session: Session | None = None
                    ) -> tuple[np.ndarray, Stats]:
     """The mean of every rank's ``x`` through compressor ``comp``, by allgather.
 
@@ -137,6 +149,10 @@ def allgather_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0,
         The encode randomness (see :meth:`Compressor.encode`).
     feedback : ErrorFeedback, optional
         This rank's error-feedback memory around ``comp`` (updated in place).
+    out : numpy.ndarray, optional
+        float32 of length d that receives the mean (decoded straight into it).
+    session : Session, optional
+        Lends the receive buffer, reused across calls.
 
     Returns
     -------
@@ -145,7 +161,8 @@ def allgather_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0,
     stats : Stats
         Encode, communicate and decode seconds and bytes of this rank.
     """
-    ex = _exchange(comm, x, comp, feedback, seed=seed, step=step, blocking=True)
+    ex = _exchange(comm, x, comp, feedback, seed=seed, step=step, blocking=True,
+                   session=session, out=out)
     return ex.finish(ex.stats), ex.stats
 
 
@@ -220,9 +237,8 @@ class Allgather(Scheme):
              step: int = 0, feedback: ErrorFeedback | None = None,
              session: Session | None = None, out: np.ndarray | None = None,
              layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
-        mean, st = allgather_mean(comm, x, self._need(comp), seed=seed, step=step,
-                                  feedback=feedback)
-        return _into(mean, out), st
+        return allgather_mean(comm, x, self._need(comp), seed=seed, step=step,
+                              feedback=feedback, out=out, session=session)
 
     def start(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
               step: int = 0, feedback: ErrorFeedback | None = None,

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hpcq.collectives import Stats, average_messages, chunk_bounds, second_seed
-from hpcq.collectives.allgather import Pending, _into, _start, check_length, encode_own, split
+from hpcq.collectives.allgather import Pending, _start, check_length, encode_own, split
 from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, ring
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
@@ -145,7 +145,8 @@ def _phase1(comm: Any, x: np.ndarray, comp: Compressor, feedback: ErrorFeedback 
 
 
 def _phase2(comm: Any, ph: _Phase1, comp: Compressor, server: ErrorFeedback | None,
-            stats: Stats, *, seed: int, step: int) -> np.ndarray:
+            stats: Stats, *, seed: int, step: int, out: np.ndarray | None = None,
+            session: Session | None = None) -> np.ndarray:
     """Average this rank's chunk, re-compress it, allgather, decode all: the mean."""
     from mpi4py import MPI
 
@@ -165,12 +166,14 @@ def _phase2(comm: Any, ph: _Phase1, comp: Compressor, server: ErrorFeedback | No
     # equal chunk messages: Allgather; lengths that differ: Allgatherv, with the lengths
     # known to every rank from the plan (d % p != 0) or exchanged first (a variable codec)
     if plan.fixed is not None and len(set(plan.fixed)) == 1:
-        recv2, counts2, _ = _start(comm, msg, plan.fixed[0], blocking=True)
+        recv2, counts2, _ = _start(comm, msg, plan.fixed[0], blocking=True, session=session,
+                                   owner="two-phase")
     else:
         known = None if plan.fixed is None else np.array(plan.fixed, dtype=np.int64)
-        recv2, counts2, _ = _start(comm, msg, None, blocking=True, counts=known)
+        recv2, counts2, _ = _start(comm, msg, None, blocking=True, counts=known,
+                                   session=session, owner="two-phase")
     t3 = MPI.Wtime()
-    mean = np.empty(b[-1], dtype=np.float32)
+    mean = np.empty(b[-1], dtype=np.float32) if out is None else out
     for j, m in enumerate(split(recv2, counts2)):  # each chunk decoded in place
         comp.decode(m, out=mean[b[j]:b[j + 1]])
     sent = int(msg.shape[0])
@@ -201,7 +204,9 @@ def itwo_phase_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0
 
 def two_phase_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0,
                    step: int = 0, feedback: ErrorFeedback | None = None,
-                   server_feedback: ErrorFeedback | None = None) -> tuple[np.ndarray, Stats]:
+                   server_feedback: ErrorFeedback | None = None,
+                   out: np.ndarray | None = None, session: Session | None = None
+                   ) -> tuple[np.ndarray, Stats]:
     """The mean of every rank's ``x`` by the two-phase compressed allreduce.
 
     Parameters
@@ -227,7 +232,8 @@ def two_phase_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0,
         lengths exchange of a variable-length codec counts as communication.
     """
     ph = _phase1(comm, x, comp, feedback, seed=seed, step=step, blocking=True)
-    mean = _phase2(comm, ph, comp, server_feedback, ph.stats, seed=seed, step=step)
+    mean = _phase2(comm, ph, comp, server_feedback, ph.stats, seed=seed, step=step, out=out,
+                   session=session)
     return mean, ph.stats
 
 
@@ -249,9 +255,10 @@ class TwoPhase(Scheme):
              step: int = 0, feedback: ErrorFeedback | None = None,
              session: Session | None = None, out: np.ndarray | None = None,
              layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
-        mean, st = two_phase_mean(comm, x, self._need(comp), seed=seed, step=step,
-                                  feedback=feedback)
-        return _into(mean, out), st
+        if out is not None and (out.dtype != np.float32 or out.shape != (x.shape[0],)):
+            raise ValueError(f"two-phase: out must be a float32 array of length {x.shape[0]}")
+        return two_phase_mean(comm, x, self._need(comp), seed=seed, step=step,
+                              feedback=feedback, out=out, session=session)
 
     def start(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
               step: int = 0, feedback: ErrorFeedback | None = None,

@@ -534,7 +534,8 @@ class Compressor:
             out[:] = y
         return out
 
-    def mean_of(self, messages: Sequence[np.ndarray], d: int) -> np.ndarray:
+    def mean_of(self, messages: Sequence[np.ndarray], d: int,
+                out: np.ndarray | None = None) -> np.ndarray:
         """The float32 mean of the decoded ``messages`` (each of length ``d``), summed in order.
 
         Rotated messages that share one (seed, step) share their rotation signs (derived
@@ -543,23 +544,31 @@ class Compressor:
         instead of once per message.  The result equals the per-message mean up to float32
         rounding (the sum is taken before, not after, the inverse transform).  Otherwise
         (no rotation, or messages of different seeds or steps) each message is decoded and
-        added in place.  ValueError for a message of another length or another codec.
+        added in place.  ``out`` (float32, length d) receives the mean when given.
+        ValueError for a message of another length or another codec.
         """
+        if out is not None and (out.dtype != np.float32 or out.shape != (d,)
+                                or not out.flags.c_contiguous):
+            raise ValueError(f"{self.name}: out must be a contiguous float32 array of length {d}")
         if not messages:
-            return np.zeros(d, dtype=np.float32)
+            if out is None:
+                return np.zeros(d, dtype=np.float32)
+            out[:] = 0
+            return out
         if self.rotation and len(messages) > 1:
             heads = [self._check_message(m) for m in messages]
             h0 = heads[0][0]
             if all((h.seed, h.step) == (h0.seed, h0.step) for h, _, _ in heads):
-                return self._mean_rotated(messages, heads, d)
-        acc = np.empty(d, dtype=np.float32)
+                return self._mean_rotated(messages, heads, d, out)
+        acc = np.empty(d, dtype=np.float32) if out is None else out
         for i, m in enumerate(messages):  # a message of another length: decode's ValueError
             self.decode(m, out=acc, add=i > 0)
         acc /= len(messages)
         return acc
 
     def _mean_rotated(self, messages: Sequence[np.ndarray],
-                      heads: Sequence[tuple[Header, int, int]], d: int) -> np.ndarray:
+                      heads: Sequence[tuple[Header, int, int]], d: int,
+                      out: np.ndarray | None = None) -> np.ndarray:
         """:meth:`mean_of` of rotated messages of one (seed, step), in the rotated domain."""
         h0, block, n = heads[0]
         for h, _, _ in heads:
@@ -577,8 +586,8 @@ class Compressor:
             else:
                 acc[:] = y
         acc /= len(messages)
-        out: np.ndarray = _hadamard().unrotate(acc, block, keys.signs, d)
-        return out
+        mean: np.ndarray = _hadamard().unrotate(acc, block, keys.signs, d, out=out)
+        return mean
 
 
 def rotation_rounding(block: int) -> float:
