@@ -52,7 +52,14 @@ from typing import Any
 
 import numpy as np
 
-from hpcq.analysis.iteration import Part, breakeven, compute_seconds, rate_text, schedule
+from hpcq.analysis.iteration import (
+    Part,
+    Timeline,
+    breakeven,
+    compute_seconds,
+    rate_text,
+    schedule,
+)
 
 FORMAT_VERSION = "1.0.0"
 BASELINES = ("allreduce-fp32", "allreduce-bf16")
@@ -239,6 +246,60 @@ def _measured_buckets(inputs: Inputs, workload_name: str, sch: str, spec: str, p
                  for k in ("encode_s", "comm_s", "decode_s")]
         return [tuple(float(x[b]) for x in parts) for b in range(wall.shape[1])]
     return None
+
+
+def modelled(parts: dict[tuple[str, str], Part], workload_name: str, sch: str, spec: str,
+             p: int, rate: float, compute_s: float, optimizer_s: float = 0.0,
+             min_size: int = 4096, plans: dict[tuple[str, str], Any] | None = None
+             ) -> Timeline:
+    """The modelled iteration of (scheme, codec) on the workload's DDP buckets: per bucket
+    the codec part on its compressed elements plus the fp32 allreduce of the rest."""
+    plans = {} if plans is None else plans
+    part, fp32 = parts[(sch, spec)], parts.get((FP32, "fp32"))
+    plan = plans.setdefault((sch, spec), _buckets(workload_name, sch, spec, min_size))
+    costs = []
+    for nc, nu in plan:
+        c = part.call(nc, p, rate)
+        if nu and fp32 is not None:
+            u = fp32.call(nu, p, rate)
+            c = (c[0] + u[0], c[1] + u[1], c[2] + u[2])
+        costs.append(c)
+    return schedule([nc + nu for nc, nu in plan], costs, compute_s, optimizer_s)
+
+
+def validation(inputs: Inputs, runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Predicted against measured iterations (``analysis/scripts/verdict_validate.py`` runs).
+
+    Per run: the model from the files' parts over the run's link (``predicted``), and the
+    overlap model fed the run's own per-bucket call times (``overlap_only``: checks the
+    schedule alone); errors are (predicted - measured) / measured of the medians.
+    """
+    out = []
+    for run in runs:
+        link = str(run.get("link") or "").split(",")[0].partition("=")[2] or "unshaped"
+        if link not in inputs.links:
+            continue
+        _, got, parts = inputs.links[link]
+        sch, spec = run["scheme"], run.get("spec")
+        key = next((k for k in parts if k[0] == sch and (sch in BASELINES or
+                    inputs.labels.get(k[1], k[1]) == spec or k[1] == spec)), None)
+        if key is None or got is None:
+            continue
+        t = modelled(parts, run["workload"], *key, int(run["nprocs"]), got,
+                     float(run["compute_s"]), 0.0, int(run.get("min_size", 4096)))
+        walls = [(0.0, float(b[3]), 0.0) for b in run["bucket_s"]]
+        own = schedule(run["elements"], walls, float(run["compute_s"]))
+        it = float(np.median(run["iteration_s"]))
+        busy = float(np.median(run["busy_s"]))
+        out.append({"workload": run["workload"], "link": link,
+                    "label": _label(sch, spec or ""), "compute_s": float(run["compute_s"]),
+                    "measured_s": it, "predicted_s": t.iteration_s,
+                    "error": (t.iteration_s - it) / it, "measured_comm_s": busy,
+                    "predicted_comm_s": t.comm_s, "comm_error": (t.comm_s - busy) / busy,
+                    "overlap_only_s": own.iteration_s,
+                    "overlap_error": (own.iteration_s - it) / it,
+                    "spread": (max(run["iteration_s"]) - min(run["iteration_s"])) / it})
+    return out
 
 
 @dataclass
@@ -465,17 +526,9 @@ def verdict(inputs: Inputs, workload_name: str, *, nodes: Sequence[int], ranks_p
 
     plans: dict[tuple[str, str], list[tuple[int, int]]] = {}
 
-    def _timeline(sch: str, spec: str, p: int, r: float) -> Any:
-        part = parts[(sch, spec)]
-        plan = plans.setdefault((sch, spec), _buckets(workload_name, sch, spec, min_size))
-        costs = []
-        for nc, nu in plan:
-            c = part.call(nc, p, r)
-            if nu and fp32 is not None:
-                u = fp32.call(nu, p, r)
-                c = (c[0] + u[0], c[1] + u[1], c[2] + u[2])
-            costs.append(c)
-        return schedule([nc + nu for nc, nu in plan], costs, compute_s, opt_s)
+    def _timeline(sch: str, spec: str, p: int, r: float) -> Timeline:
+        return modelled(parts, workload_name, sch, spec, p, r, compute_s, opt_s, min_size,
+                        plans)
 
     rows: list[dict[str, Any]] = []
     baselines = [k for k in parts if k[0] in BASELINES]
@@ -542,3 +595,18 @@ def _conclude(rows: Sequence[dict[str, Any]], rate: float, nodes: Sequence[int])
     slow = " but slower to accuracy" if (best["tta_ratio"] or 0) > 1 else ""
     return (f"{best['label']} is {best['speedup']:.2f}x faster than the "
             f"{ref} at {best['nodes']} nodes over {rate_text(rate)} ({nm}){slow}")
+
+
+def validation_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The validation rows as aligned text (ms; errors in %)."""
+    lines = [f"{'# workload':<11}{'link':>8}  {'scheme codec':<22}{'measured':>9}{'predicted':>10}"
+             f"{'err%':>7}{'comm meas':>10}{'comm pred':>10}{'err%':>7}{'overlap':>9}{'err%':>7}"
+             f"{'spread%':>8}"]
+    for r in rows:
+        lines.append(f"{r['workload']:<11}{r['link']:>8}  {r['label']:<22}"
+                     f"{1e3 * r['measured_s']:>9.0f}{1e3 * r['predicted_s']:>10.0f}"
+                     f"{100 * r['error']:>7.1f}{1e3 * r['measured_comm_s']:>10.0f}"
+                     f"{1e3 * r['predicted_comm_s']:>10.0f}{100 * r['comm_error']:>7.1f}"
+                     f"{1e3 * r['overlap_only_s']:>9.0f}{100 * r['overlap_error']:>7.1f}"
+                     f"{100 * r['spread']:>8.0f}")
+    return "\n".join(lines)

@@ -118,5 +118,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+
+def compare(argv: Sequence[str] | None = None) -> int:
+    """``python -m hpcq.analysis.scripts.verdict_validate --compare RUNS.jsonl FILES...``:
+    the validation table (predicted from the collectives files vs the runs)."""
+    from hpcq.analysis.verdict import load_inputs, validation, validation_table
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs")
+    ap.add_argument("files", nargs="+")
+    a = ap.parse_args(argv)
+    with open(a.runs) as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    print(validation_table(validation(load_inputs(a.files), runs)))
+    return 0
+
+
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--compare"]:
+        raise SystemExit(compare(sys.argv[2:]))
     raise SystemExit(main())
