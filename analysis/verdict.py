@@ -492,6 +492,9 @@ def verdict(inputs: Inputs, workload_name: str, *, nodes: Sequence[int], ranks_p
     nodes = parse_nodes(list(nodes))
     if ranks_per_node <= 0:
         raise ValueError(f"--ranks-per-node must be > 0, got {ranks_per_node}")
+    if nodes[0] * ranks_per_node < 2:
+        raise ValueError(f"--nodes x --ranks-per-node: {nodes[0]} x {ranks_per_node} is one "
+                         f"rank, which communicates nothing; give 2 or more ranks")
     if optimizer_ms < 0:
         raise ValueError(f"--optimizer-ms must be >= 0, got {optimizer_ms}")
     compute_s, source_text = compute_seconds(wl.forward_macs, compute_ms=compute_ms,

@@ -108,7 +108,7 @@ def test_bad_input_is_one_line(parts: Path, tmp_path: Path, argv: list[str], nee
 def test_mixed_machines_need_allow_mixed(parts: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     other = _file(tmp_path / "other.h5", cpu="Other CPU")
-    argv = ["verdict", "--workload", "tiny", "--nodes", "1", "--link", "1gbit",
+    argv = ["verdict", "--workload", "tiny", "--nodes", "2", "--link", "1gbit",
             "--compute-ms", "1", "--from", str(parts), str(other), "-o", ""]
     assert main(argv) == 2
     err = capsys.readouterr().err
