@@ -213,9 +213,15 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
     """Blocks -> one standalone HTML page (inline CSS, images by relative path)."""
     e = html.escape
     body: list[str] = []
-    for b in blocks:
-        if b[0] == "h":
+    toc = [f'<li><a href="#s{i}">{e(b[2])}</a></li>' for i, b in enumerate(blocks)
+           if b[0] == "h" and b[1] == 2]
+    for i, b in enumerate(blocks):
+        if b[0] == "h" and b[1] == 2 and i:
+            body.append(f'<h2 id="s{i}">{e(b[2])}</h2>')
+        elif b[0] == "h":
             body.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
+            if b[1] == 1 and toc:
+                body.append('<nav><b>Contents</b><ul>' + "".join(toc) + "</ul></nav>")
         elif b[0] == "p":
             body.append(f"<p>{e(b[1])}</p>")
         elif b[0] == "ul":
@@ -232,8 +238,11 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
                         f'<figcaption>{e(b[2])} (<a href="{e(b[3])}">PDF</a>)</figcaption>'
                         "</figure>")
     style = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #999;"
-             "padding:2px 6px;text-align:right}img{max-width:100%}pre{background:#f4f4f4;"
+             "table{border-collapse:collapse;font-size:90%;display:block;max-width:100%;"
+             "overflow-x:auto}td,th{border:1px solid #999;"
+             "padding:2px 6px;text-align:right}img{max-width:100%}figure{margin:1em 0}"
+             "figcaption{font-size:90%;color:#333}nav{background:#f8f8f8;padding:.5em 1em}"
+             "pre{background:#f4f4f4;"
              "padding:.5em;overflow-x:auto}")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{e(title)}</title><style>{style}</style></head><body>\n"
@@ -484,7 +493,10 @@ def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"report directory {str(out)!r} exists and is not a directory")
-    files = expand_paths(paths)
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    # validation runs of the verdict (JSON lines) may come beside the result files
+    validation_files = [Path(p) for p in items if str(p).endswith(".jsonl")]
+    files = expand_paths([p for p in items if not str(p).endswith(".jsonl")])
     kt, problems = load(files, kind="kernels")
     mt, _ = load(files, kind="kernels.memcpy")
     ct, _ = load(files, kind="collectives")
@@ -567,6 +579,14 @@ def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, 
               "are combined as median [min, max] over runs; each run's time is the median "
               "over calls of the slowest rank. Tables: "
               + ", ".join(p.name for p in written["csv"]) + ".")]
+    if crows:  # the verdict first: does compression pay?
+        from hpcq.analysis.verdict_report import section
+
+        vblocks, vfigs = section(good, crows, out, plots=plots,
+                                 validation_files=validation_files)
+        written["figures"] = [*vfigs, *figs]
+        blocks += vblocks + [("img", f"{name}.png", caption, f"{name}.pdf")
+                             for name, caption in vfigs]
     if len(machines) > 1:
         blocks.append(("p", "Machines (by CPU model; their runs are never combined): "
                             + "; ".join(f"m{i + 1} = {m}" for i, m in enumerate(machines))))

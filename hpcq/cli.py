@@ -320,6 +320,47 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("verdict", "does compression pay for a model on a cluster? (iteration model with "
+         "overlap, from measured result files)",
+         arg("--workload", required=True, help="model workload (hpcq workloads lists them)"),
+         arg("--nodes", required=True, help="node counts, e.g. 4,16,64,256"),
+         arg("--ranks-per-node", type=int, default=1, help="ranks per node (default 1)"),
+         arg("--link", required=True, help="link rate: 10gbit, 100mbit, 25gbit, 1.25gbps"),
+         arg("--compute-ms", type=float, help="compute time of one iteration in ms"),
+         arg("--flops", type=float, help="instead: the device's sustained FLOP/s (compute = "
+             "forward MACs x 2 x batch x 3 / flops)"),
+         arg("--batch", type=int, default=32, help="samples per rank and iteration, with "
+             "--flops (default 32)"),
+         arg("--optimizer-ms", type=float, default=0.0, help="optimizer step after the "
+             "backward in ms (default 0)"),
+         arg("--from", dest="files", nargs="+", required=True, metavar="FILES",
+             help="result files, globs or directories (collectives, workload, train cases)"),
+         arg("--allow-mixed", action="store_true",
+             help="combine result files from different machines"),
+         arg("-o", "--output", default="verdict.h5", metavar="FILE.h5",
+             help="where the verdict is written (default verdict.h5; '' for none)"))
+def cmd_verdict(args: argparse.Namespace) -> int:
+    from hpcq.analysis.verdict import link_bits, load_inputs, parse_nodes, verdict
+
+    # the cheap checks first, so bad input answers before any file is read
+    nodes = parse_nodes(args.nodes)
+    link_bits(args.link)
+    if args.compute_ms is not None and not args.compute_ms > 0:
+        raise ValueError(f"--compute-ms must be > 0, got {args.compute_ms}")
+    if args.compute_ms is not None and args.flops is not None:
+        raise ValueError("give --compute-ms or --flops, not both")
+    inputs = load_inputs(args.files, allow_mixed=args.allow_mixed)
+    for problem in inputs.problems:
+        print(f"hpcq: skipped {problem}", file=sys.stderr)
+    v = verdict(inputs, args.workload, nodes=nodes, ranks_per_node=args.ranks_per_node,
+                link=args.link, compute_ms=args.compute_ms, flops=args.flops,
+                batch=args.batch, optimizer_ms=args.optimizer_ms)
+    print(v.text())
+    if args.output:
+        print(f"# written to {v.write(args.output)}")
+    return 0
+
+
 @command("info", "versions, MPI library, numba threads, CPU")
 def cmd_info(args: argparse.Namespace) -> int:
     import numba

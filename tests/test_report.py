@@ -88,6 +88,8 @@ def test_report_writes_every_file(results: Path, tmp_path: Path) -> None:
                  "alphabeta.csv", "alphabeta.json", "projection.csv"):
         assert (out / name).is_file(), name
     names = {n for n, _ in info["figures"]}
+    verdict = {n for n in names if n.startswith("verdict_")}  # the verdict section's figures
+    names -= verdict
     assert names == {"kernels_encode", "kernels_decode", "collectives_nmse", "model_projection",
                      *(f"collectives_{w}_p{p}" for w in ("latency", "split", "breakeven")
                        for p in (2, 4))}
