@@ -64,14 +64,13 @@ def section(files: Sequence[Path], crows: Sequence[dict[str, Any]], out: Path, *
     from hpcq.analysis.iteration import rate_text
     from hpcq.analysis.verdict import (
         BASELINES,
+        _link_rate,
         load_inputs,
         modelled,
         validation,
         validation_table,
         verdict,
     )
-
-    from hpcq.analysis.verdict import _link_rate
     from hpcq.store import read_attrs
 
     inputs = load_inputs(files, allow_mixed=True)
@@ -97,8 +96,7 @@ def section(files: Sequence[Path], crows: Sequence[dict[str, Any]], out: Path, *
             words.append(f"{wl} over {link}: {v.conclusion}")
             tables.append(("table", ["workload", "link", "scheme codec", *(
                 f"{n} nodes" for n in HEAT_NODES), "break-even (largest)"],
-                [[wl, link, key, *(f"{r['speedup']:.2f}{'*' if r['source'] == 'extrapolated' else ''}"
-                                   for r in rs), _be_text(rs[-1])]
+                [[wl, link, key, *(_speedup_text(r) for r in rs), _be_text(rs[-1])]
                  for key, rs in _by_label(v.rows).items()]))
             heat.setdefault(wl, (v, link))
     blocks.append(("ul", words or ["no workload verdict could be formed"]))
@@ -218,6 +216,11 @@ def _by_label(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     for r in rows:
         out.setdefault(r["label"], []).append(r)
     return out
+
+
+def _speedup_text(r: dict[str, Any]) -> str:
+    """``1.23``, with ``*`` when extrapolated beyond the measured rank counts."""
+    return f"{r['speedup']:.2f}{'*' if r['source'] == 'extrapolated' else ''}"
 
 
 def _be_text(r: dict[str, Any]) -> str:

@@ -20,7 +20,8 @@ CODEC = "qsgd:bits=4,s=7,bucket=512,norm=l2,rounding=stochastic"
 def _file(path: Path, cpu: str = "Test CPU", schemes: tuple[str, ...] = (
         "allreduce-fp32", "allreduce-bf16", "allgather")) -> Path:
     """Collectives cases at p = 2 whose times follow alpha L + 8/r B exactly."""
-    prov = {"software": "hpcq", "cpu_model": cpu, "emulated_link": "rate=1gbit,burst=500000,latency=100ms",
+    prov = {"software": "hpcq", "cpu_model": cpu,
+            "emulated_link": "rate=1gbit,burst=500000,latency=100ms",
             "emulated_link_measured_gbit": RATE / 1e9, "nprocs": 2}
     with ResultFile(path, prov) as f:
         for sch in schemes:

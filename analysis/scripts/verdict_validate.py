@@ -32,6 +32,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -110,14 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                "iteration_s": np.max([g[1] for g in got], axis=0).tolist(),
                "busy_s": np.max([g[2] for g in got], axis=0).tolist(),
                "bucket_s": per_bucket.tolist()}
-        with open(a.output, "a") as f:
+        with Path(a.output).open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(f"{a.workload} {text}: iteration median "
               f"{1e3 * float(np.median(row['iteration_s'])):.1f} ms, stream busy "
               f"{1e3 * float(np.median(row['busy_s'])):.1f} ms ({row['link']})", flush=True)
     return 0
-
-
 
 
 def compare(argv: Sequence[str] | None = None) -> int:
@@ -129,7 +128,7 @@ def compare(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("runs")
     ap.add_argument("files", nargs="+")
     a = ap.parse_args(argv)
-    with open(a.runs) as f:
+    with Path(a.runs).open() as f:
         runs = [json.loads(line) for line in f if line.strip()]
     print(validation_table(validation(load_inputs(a.files), runs)))
     return 0
