@@ -10,8 +10,8 @@ Inside a node bytes are nearly free (shared memory); between nodes they are not.
    compressor: allgather, two-phase, ps, ...) among the leaders only, on the leader's
    share of the mean ``y = (node sum) * L / p`` (L leaders), so that the leaders'
    mean of ``y`` is the mean over all p ranks even when nodes differ in size;
-3. ``Bcast``\\ s that fp32 mean from the leader to its node (the other ranks wait in an
-   ``Ibcast`` polled with short sleeps, so they leave the cores to the leader's codec).
+3. ``Bcast``\\ s that fp32 mean from the leader to its node (the other ranks first wait in an
+   ``Ibarrier`` polled with short sleeps, so they leave the cores to the leader's codec).
 
 Nodes: ``ranks_per_node=0`` takes the machine's (``Split_type(COMM_TYPE_SHARED)``: under
 ``hpcq netem --nodes`` and on a cluster, one per host); ``ranks_per_node=k`` treats
@@ -163,13 +163,17 @@ class TwoLevel(Scheme):
                 st.inter_bytes = ost.bytes_sent
             t2 = MPI.Wtime()
             if node.Get_size() > 1:
-                # (an Ibcast on every rank: nonblocking and blocking collectives never match)
-                request = node.Ibcast([mean, MPI.FLOAT], root=0)
+                # the others sleep until the leader is done (an Ibarrier on every rank:
+                # nonblocking and blocking collectives never match); a spinning wait would
+                # take the cores the leader encodes on, and polling the broadcast itself
+                # with sleeps would stall its pipelined copy
+                ready = node.Ibarrier()
                 if leader:
-                    request.Wait()
-                else:  # sleep while the leaders work: a spinning wait takes their cores
-                    while not request.Test():
+                    ready.Wait()
+                else:
+                    while not ready.Test():
                         time.sleep(POLL_S)
+                node.Bcast([mean, MPI.FLOAT], root=0)
                 if leader:
                     st.bytes_sent += mean.nbytes
                 else:
