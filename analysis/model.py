@@ -58,6 +58,17 @@ determined.  Cases on one rank (no communication) and cases that ran
 oversubscribed (``cpu_binding``: more ranks than cores, so the times measure
 CPU contention, not the link) are left out.
 
+Two link classes (node-aware schemes, ``two-level``: :attr:`Cost.intra_steps`): the
+time splits into the node part and the leaders' part.  The leaders' part is the outer
+scheme's terms at the node count ``L = p / k`` (k the measured ranks per node, kept when
+projecting), fitted like any scheme on ``comm - intra`` (the slowest leader's medians)
+with m from the leaders' own bytes (``inter_wire_bytes_per_leader``).  The node part
+``alpha_in L_in(k) + beta_in B_in(k, n)`` gets its own alpha and beta (:func:`fit_intra`,
+per machine, pooled over every node-aware case) when the measured (k, d) separate them;
+otherwise (one k and one d, or proportional terms) it assumes alpha_in = 0 and
+beta_in = the median measured intra time per byte (status ``assumed``).  Projections keep
+k fixed and grow the node count: p = 2^j >= k ranks.
+
 Assumptions: no contention (every step runs at full link speed), no overlap
 of steps, homogeneous links, codec work independent of the link and of p
 beyond E and D, the reduction arithmetic folded into beta.  Projections past
@@ -174,44 +185,95 @@ def points(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         p = int(r["nprocs"])
         key = (str(r.get("machine", "unknown")), str(r["scheme"]), str(r["spec"]), p,
-               int(r["d"]))
+               int(r["d"]), float(r.get("ranks_per_node") or 0))  # nodes of another size apart
         groups.setdefault(key, []).append(r)
     out = []
-    for (machine, scheme, spec, p, d), rs in sorted(groups.items()):
+    for (machine, scheme, spec, p, d, _), rs in sorted(groups.items()):
         h = rs[0].get("header_bytes")
-        out.append({"machine": machine, "scheme": scheme, "compressor": spec, "p": p, "d": d,
-                    "comm_s": _median(r["comm_median_s"] for r in rs),
-                    "encode_s": _median(r.get("encode_median_s") or 0.0 for r in rs),
-                    "decode_s": _median(r.get("decode_median_s") or 0.0 for r in rs),
-                    "wire": _median(r["wire_bytes_per_rank"] for r in rs),
-                    "header": float(h) if h is not None else 0.0, "runs": len(rs)})
+        q = {"machine": machine, "scheme": scheme, "compressor": spec, "p": p, "d": d,
+             "comm_s": _median(r["comm_median_s"] for r in rs),
+             "encode_s": _median(r.get("encode_median_s") or 0.0 for r in rs),
+             "decode_s": _median(r.get("decode_median_s") or 0.0 for r in rs),
+             "wire": _median(r["wire_bytes_per_rank"] for r in rs),
+             "header": float(h) if h is not None else 0.0, "runs": len(rs), "intra_s": 0.0}
+        alg = algorithm(scheme)
+        if alg is not None and alg.two_level:  # the leaders' link: comm minus the node part
+            q["intra_s"] = _median(r["intra_median_s"] for r in rs)
+            q["comm_s"] = max(0.0, q["comm_s"] - q["intra_s"])
+            q["wire"] = _median(r["inter_wire_bytes_per_leader"] for r in rs)
+            q["k"] = int(round(_median(float(r["ranks_per_node"]) for r in rs)))
+        out.append(q)
     return out
 
 
 def usable(row: dict[str, Any]) -> bool:
     """Whether a collectives row can enter the model (see :func:`points`)."""
+    alg = algorithm(str(row.get("scheme")))
     return (int(row.get("nprocs") or 0) >= 2 and row.get("comm_median_s") is not None
-            and algorithm(str(row.get("scheme"))) is not None
+            and alg is not None
+            and (not alg.two_level or row.get("intra_median_s") is not None)
             and row.get("wire_bytes_per_rank") is not None
             and row.get("cpu_binding") != "oversubscribed")
+
+
+def _among(point: dict[str, Any], p: int) -> int:
+    """The ranks the (outer) terms count at p: p itself, or the node count of a node-aware
+    scheme (its measured ranks per node kept)."""
+    return Cost.nodes(p, point["k"]) if "k" in point else p
 
 
 def message_bytes(point: dict[str, Any], p: int | None = None) -> float:
     """m of ``point``'s scheme at ``p`` ranks (its own p by default) from its measured bytes."""
     alg = algorithm(point["scheme"])
     assert alg is not None  # usable() kept only known schemes
-    m = alg.message(point["wire"], point["d"], point["p"])
-    if p is None or p == point["p"] or not alg.chunk_headers:
+    own = _among(point, point["p"])
+    m = alg.message(point["wire"], point["d"], own)
+    at = own if p is None else _among(point, p)
+    if at == own or not alg.chunk_headers:
         return m
-    return m + (p - point["p"]) * point["header"]
+    return m + (at - own) * point["header"]
 
 
 def design(point: dict[str, Any], p: int | None = None) -> tuple[float, float]:
-    """(L(p), B(p, d)) of ``point`` at ``p`` ranks (its own p by default)."""
+    """(L(p), B(p, d)) of ``point`` at ``p`` ranks (its own p by default); for a node-aware
+    scheme those of its leaders' part, at the node count."""
     p = point["p"] if p is None else p
     alg = algorithm(point["scheme"])
     assert alg is not None  # usable() kept only known schemes
-    return float(alg.steps(p)), float(alg.volume(p, message_bytes(point, p), point["d"]))
+    n = _among(point, p)
+    return float(alg.steps(n)), float(alg.volume(n, message_bytes(point, p), point["d"]))
+
+
+def intra_design(point: dict[str, Any]) -> tuple[float, float]:
+    """(L_in(k), B_in(k, n)) of a node-aware point's node part."""
+    alg = algorithm(point["scheme"])
+    assert alg is not None and alg.intra_steps is not None and alg.intra_volume is not None
+    k, d = point["k"], point["d"]
+    return float(alg.intra_steps(k)), float(alg.intra_volume(k, 4.0 * d, d))
+
+
+INTRA = "intra-node"
+
+
+def fit_intra(rows: Iterable[dict[str, Any]]) -> list[Fit]:
+    """Per machine, alpha and beta of the intra-node links from every node-aware case
+    (scheme ``intra-node``, compressor ``*``); see the module docstring for the fallback."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for q in points(rows):
+        if "k" in q and q["intra_s"] > 0 and intra_design(q)[1] > 0:
+            by.setdefault(q["machine"], []).append(q)
+    out = []
+    for machine, pts in sorted(by.items()):
+        f = _fit_group([dict(q, comm_s=q["intra_s"]) for q in pts], machine, INTRA, POOLED,
+                       design_of=intra_design)
+        if not f.determined:
+            beta = _median(q["intra_s"] / intra_design(q)[1] for q in pts)
+            f = Fit(machine, INTRA, POOLED, 0.0, beta, len(pts), math.nan, math.nan,
+                    f.p_values, f.d_values, "assumed",
+                    "the measured (k, d) cannot separate alpha from beta: alpha = 0, beta = "
+                    "the median intra-node time per byte")
+        out.append(f)
+    return out
 
 
 def _nnls2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -228,8 +290,9 @@ def _nnls2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return min(cands, key=lambda x: float(np.sum((a @ x - b) ** 2)))
 
 
-def _fit_group(pts: Sequence[dict[str, Any]], machine: str, scheme: str, spec: str) -> Fit:
-    x = np.array([design(q) for q in pts], dtype=np.float64)
+def _fit_group(pts: Sequence[dict[str, Any]], machine: str, scheme: str, spec: str,
+               design_of: Any = None) -> Fit:
+    x = np.array([(design_of or design)(q) for q in pts], dtype=np.float64)
     t = np.array([q["comm_s"] for q in pts], dtype=np.float64)
     keep = t > 0
     x, t = x[keep], t[keep]
@@ -269,10 +332,12 @@ def _fit_group(pts: Sequence[dict[str, Any]], machine: str, scheme: str, spec: s
 
 
 def fit(rows: Iterable[dict[str, Any]]) -> list[Fit]:
-    """The fits of every (machine, scheme, compressor), then the pooled ones (``*``).
+    """The fits of every (machine, scheme, compressor), then the pooled ones (``*``), then
+    the intra-node links' (:func:`fit_intra`) when node-aware schemes were measured.
 
     A scheme measured with one compressor only has no pooled fit.
     """
+    rows = list(rows)
     pts = points(rows)
     own: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     pooled: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -283,7 +348,7 @@ def fit(rows: Iterable[dict[str, Any]]) -> list[Fit]:
     for (machine, scheme), g in sorted(pooled.items()):
         if len({q["compressor"] for q in g}) > 1:
             out.append(_fit_group(g, machine, scheme, POOLED))
-    return out
+    return out + fit_intra(rows)
 
 
 def fit_for(fits: Sequence[Fit], machine: str, scheme: str, spec: str
@@ -319,19 +384,28 @@ def project(rows: Iterable[dict[str, Any]], fits: Sequence[Fit],
         alg = algorithm(scheme)
         assert alg is not None
         at = {q["p"]: q for q in pts}
+        intra = None
+        if alg.two_level:
+            intra = next((g for g in fits if g.machine == machine and g.scheme == INTRA), None)
+            if intra is None:
+                continue
         for p in sorted(wanted | set(at)):
             near = at[min(at, key=lambda m: (abs(math.log2(m / p)), -m))]
+            if intra is not None and (p < near["k"] or p % near["k"]):
+                continue  # whole nodes only
             steps, nbytes = design(near, p)
             comm = f.comm(steps, nbytes)
+            if intra is not None:
+                comm += intra.comm(*intra_design(near))
             e = near["encode_s"] * alg.encodes(p) / alg.encodes(near["p"])
             dd = near["decode_s"] * alg.decodes(p) / alg.decodes(near["p"])
             q = at.get(p)
             out.append({"machine": machine, "scheme": scheme, "compressor": spec, "d": d,
                         "p": p, "steps": steps, "bytes": nbytes, "encode_s": e, "comm_s": comm,
                         "decode_s": dd, "total_s": e + comm + dd,
-                        "measured_total_s": (q["encode_s"] + q["comm_s"] + q["decode_s"]
-                                             if q else None),
-                        "measured_comm_s": q["comm_s"] if q else None,
+                        "measured_total_s": (q["encode_s"] + q["comm_s"] + q["intra_s"]
+                                             + q["decode_s"] if q else None),
+                        "measured_comm_s": q["comm_s"] + q["intra_s"] if q else None,
                         "extrapolated": p > max(at), "fit": which})
     return out
 

@@ -237,15 +237,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
          arg("--rate", required=True, help="link rate in tc syntax: 1gbit, 10gbit, 100mbit"),
          arg("--burst", help="token-bucket size, e.g. 128kb (default: 4 ms of traffic)"),
          arg("--latency", default="100ms", help="longest a packet may queue (default 100ms)"),
+         arg("--nodes", type=int, default=1,
+             help="emulated nodes (own network namespace and host name each, joined by a "
+                  "bridge through links at --rate; shared memory inside a node; MPICH)"),
+         arg("--delay", help="one-way delay between nodes, e.g. 1ms (needs the netem qdisc)"),
          arg("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND",
              help="what to run, e.g. -- mpiexec -n 2 hpcq run job.toml"))
 def cmd_netem(args: argparse.Namespace) -> int:
     from hpcq import netem
 
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    spec = netem.link(args.rate, args.burst, args.latency)
+    spec = netem.link(args.rate, args.burst, args.latency, args.nodes, args.delay)
+    where = (f"{args.nodes} emulated nodes, MPI over TCP between them" if args.nodes > 1
+             else "MPI over TCP")
     print(f"hpcq: emulated link {netem.describe(spec)} ({spec['rate_bits'] / 1e9:.3g} Gbit/s), "
-          f"MPI over TCP", file=sys.stderr, flush=True)
+          f"{where}", file=sys.stderr, flush=True)
     return netem.run(spec, command)
 
 

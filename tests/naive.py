@@ -473,3 +473,34 @@ def natural_round(x, key):
         hi = 2.0 ** (e + 1) if a >= 2.0**-126 else 2.0**-126
         out[i] = np.copysign(hi if up else lo, xi)
     return out
+
+
+def two_level_mean(outer, comp, vectors, seed, step, ranks_per_node, inner="fp32"):
+    """What ``two-level:outer=...`` computes over consecutive nodes of ``ranks_per_node``:
+    node sums (fp32, or bf16 words added in float32 and rounded to bf16 per addition, in
+    rank order: exact for two ranks a node), scaled by L / p, then ``outer`` among them."""
+    p = len(vectors)
+    k = ranks_per_node
+    nodes = p // k
+    leaders = []
+    for g in range(nodes):
+        part = vectors[g * k:(g + 1) * k]
+        if inner == "fp32":
+            s = part[0].astype(np.float32).copy()
+            for v in part[1:]:
+                s = s + v
+        else:
+            s = bf16_round(part[0].astype(np.float32))
+            for v in part[1:]:
+                s = bf16_round(s + bf16_round(v.astype(np.float32)))
+        if nodes != p:
+            s = (s * np.float32(nodes / p)).astype(np.float32)
+        leaders.append(s.astype(np.float32))
+    return serial_scheme_mean(outer, comp, leaders, seed, step)
+
+
+def bf16_round(x):
+    """float32 rounded to nearest-even bf16 (returned as float32); finite inputs."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32)

@@ -42,7 +42,10 @@ latency_min_s, latency_max_s (of ``total_s`` over ranks and calls), latency_p50_
 latency_p99_s (percentiles over calls of the slowest rank's ``total_s``: the time to
 complete the collective); encode_median_s, comm_median_s, decode_median_s (median
 over calls of the slowest rank's split); algbw_gbs (4 d / p50, 10^9 B/s), busbw_gbs
-(algbw * 2(p-1)/p, the nccl-tests allreduce convention); overhead_median_s (over
+(algbw * 2(p-1)/p, the nccl-tests allreduce convention); for node-aware schemes
+(``two-level``) intra_median_s and inter_median_s (median over calls of the slowest node
+leader's time inside the node and among the leaders), leaders, ranks_per_node and
+inter_wire_bytes_per_leader (mean bytes a leader hands to the outer scheme); overhead_median_s (over
 ranks and calls), overhead_pct (of p50); nmse (mean of the K draws), nmse_std (their
 standard deviation), validation_draws (K), nmse_bound (absent: no guarantee),
 nmse_allowed, consistent, check ("pass", "fail", or "none" when not asked); x_fp32
@@ -260,7 +263,8 @@ def _data(comm: Any, seed: int, d: int) -> dict[str, Any]:
 
 
 def _timed(comm: Any, case: Case, x: np.ndarray, comp: Compressor | None) -> np.ndarray:
-    """Warm-up and timed calls: (n, 6) of encode, comm, decode, wall seconds, bytes sent, recv."""
+    """Warm-up and timed calls: (n, 9) of encode, comm, decode, wall seconds, bytes sent, recv,
+    and the node-aware split: intra-node seconds, inter-node seconds, inter-node bytes sent."""
     from mpi4py import MPI
 
     wtime, barrier, sch = MPI.Wtime, comm.Barrier, scheme(case.scheme)
@@ -272,7 +276,8 @@ def _timed(comm: Any, case: Case, x: np.ndarray, comp: Compressor | None) -> np.
         result = sch(comm, x, comp, seed=seed, step=step, session=session)
         t1 = wtime()
         st = result[1]
-        rows.append((st.encode_s, st.comm_s, st.decode_s, t1 - t0, st.bytes_sent, st.bytes_recv))
+        rows.append((st.encode_s, st.comm_s, st.decode_s, t1 - t0, st.bytes_sent, st.bytes_recv,
+                     st.intra_s, st.inter_s, st.inter_bytes))
         result = None  # the mean is freed here, outside the timed region
     return np.array(rows, dtype=np.float64)
 
@@ -342,7 +347,7 @@ def run_case(
     if rank != 0:
         return None
     nmse = float(np.mean(draws)) if draws else None
-    allv = np.stack([g[0] for g in gathered])  # (nprocs, n, 6)
+    allv = np.stack([g[0] for g in gathered])  # (nprocs, n, 9)
     sq_norms = [g[1] for g in gathered]
     mean_sq = float(np.dot(data["exact"], data["exact"]))
     inputs = BoundInputs(tuple(sq_norms), mean_sq, data["abs_sum"], data["abs_sq"])
@@ -403,6 +408,7 @@ def run_case(
         "check": status,
         "x_fp32": p50 / fp32 if fp32 else None,
         "compressor": comp.describe(),
+        **_levels(allv[:, w:, :], total),
     }
     datasets: dict[str, tuple[Any, str]] = {
         "encode_s": (split[:, :, 0], "s"),
@@ -418,6 +424,23 @@ def run_case(
     row = {k: v for k, v in attrs.items() if k != "compressor"}
     row["label"] = case.scheme if sch.cast else f"{case.scheme} {case.spec}"
     return attrs, datasets, row
+
+
+def _levels(timed: np.ndarray, total: np.ndarray) -> dict[str, Any]:
+    """A node-aware scheme's split (empty for the others): the medians over calls of the
+    slowest node leader's (the ranks with inter-node time) intra- and inter-node seconds, the
+    leaders' count, ranks per node, and their mean inter-node bytes."""
+    leaders = timed[:, :, 7].max(axis=1) > 0  # (nprocs,): a leader ran the outer scheme
+    if not leaders.any() or not timed[:, :, 6].any():
+        return {}
+    lead_total = np.where(leaders[:, None], total, -np.inf)
+    slowest = lead_total.argmax(axis=0)
+    calls = np.arange(total.shape[1])
+    n = int(leaders.sum())
+    return {"intra_median_s": float(np.median(timed[slowest, calls, 6])),
+            "inter_median_s": float(np.median(timed[slowest, calls, 7])),
+            "leaders": n, "ranks_per_node": timed.shape[0] / n,
+            "inter_wire_bytes_per_leader": float(timed[leaders, :, 8].mean())}
 
 
 def cost(case: Case) -> float:

@@ -29,7 +29,8 @@ LEGEND = (
     "the collective),\n# max: over ranks and calls, all in us; enc/comm/dec: median over "
     "calls of the slowest rank's split;\n# busbw: 4d/p50 * 2(p-1)/p GB/s (nccl-tests "
     "allreduce convention); x fp32: p50 / p50 of allreduce-fp32;\n# NMSE vs the exact "
-    "float64 mean, bound: its guarantee (- none); ovh%: harness overhead / p50"
+    "float64 mean, bound: its guarantee (- none); ovh%: harness overhead / p50;\n# node-aware "
+    "schemes: a second line with the slowest node leader's intra-node / inter-node medians"
 )
 
 
@@ -83,6 +84,12 @@ def format_table(rows: Sequence[dict[str, Any]], *, nprocs: int) -> str:
                 f"{r['busbw_gbs']:>7.2f}{x}{nmse}{bound}{r['overhead_pct']:>6.1f}"
                 f"{flag}"
             )
+            if r.get("intra_median_s") is not None:
+                lines.append(
+                    f"{'':<4}intra-node {1e6 * r['intra_median_s']:.1f} us, inter-node "
+                    f"{1e6 * r['inter_median_s']:.1f} us ({r['leaders']} nodes of "
+                    f"{r['ranks_per_node']:.3g} ranks)"
+                )
     return "\n".join(lines)
 
 

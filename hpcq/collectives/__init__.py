@@ -24,6 +24,8 @@ two-phase         p chunks; chunk j compressed for rank j, ``Alltoall(v)``; rank
 ps                parameter server: ``Gather(v)`` of the messages to rank 0,
                   which decodes and averages, then ``Bcast`` of the fp32 mean
 ps-compressed     the same, with the mean re-compressed for the ``Bcast``
+two-level         Reduce (fp32/bf16) to each node's leader, a compressed scheme
+                  (``outer``) among the leaders, Bcast inside the node
 ps-reduce         casts only (fp32/fp16/bf16): ``Reduce`` in that format to rank 0,
                   which scales, then ``Bcast`` in the same format
 allreduce-fp32    the baseline: fp32 ``Allreduce`` (sum), then scale by 1/p
@@ -66,6 +68,11 @@ class Stats:
     decode_s: float = 0.0
     bytes_sent: int = 0
     bytes_recv: int = 0
+    #: Node-aware schemes: seconds inside the node (casts, Reduce, Bcast) and in the scheme
+    #: among the node leaders (0 on other ranks), and the bytes handed to the latter.
+    intra_s: float = 0.0
+    inter_s: float = 0.0
+    inter_bytes: int = 0
 
     @property
     def total_s(self) -> float:
@@ -129,6 +136,7 @@ from hpcq.collectives.baselines import (  # noqa: E402
 )
 from hpcq.collectives.ps import ps_mean, ps_reduce_mean  # noqa: E402
 from hpcq.collectives.twophase import itwo_phase_mean, two_phase_mean  # noqa: E402
+from hpcq.collectives import twolevel  # noqa: E402,F401
 
 __all__ = [
     "SCHEMES", "BoundInputs", "Cost", "Pending", "Scheme", "Session", "Stats", "scheme",

@@ -77,6 +77,24 @@ class Cost:
     message: Callable[[float, int, int], float] = lambda wire, d, p: wire
     #: Each of the p chunk messages carries the codec's header (two-phase).
     chunk_headers: bool = False
+    #: Two link classes (node-aware schemes): the message steps and bytes of the slowest
+    #: rank on the intra-node links, functions of the ranks per node k (and n, d); the
+    #: terms above are then those among the node leaders, functions of the node count
+    #: :meth:`nodes` instead of p.  None: one link class.
+    intra_steps: Callable[[int], float] | None = None
+    intra_volume: Callable[[int, float, int], float] | None = None
+    #: (L, B) of the intra-node part as text.
+    intra_text: tuple[str, str] | None = None
+
+    @property
+    def two_level(self) -> bool:
+        """Whether the scheme has an intra-node part."""
+        return self.intra_steps is not None
+
+    @staticmethod
+    def nodes(p: int, ranks_per_node: int) -> int:
+        """The node count of p ranks, ``ranks_per_node`` to a node (at least 1)."""
+        return max(1, p // ranks_per_node) if ranks_per_node > 0 else 1
 
 
 @dataclass(frozen=True)
