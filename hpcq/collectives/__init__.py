@@ -47,7 +47,7 @@ random-k would keep the same coordinates twice and scale them by (d/k)^2.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,9 @@ class Stats:
     decode_s: float = 0.0
     bytes_sent: int = 0
     bytes_recv: int = 0
+    #: Finer seconds of a scheme with named phases (PowerSGD: ``p``, ``orthogonalize``, ...),
+    #: each inside one of the three totals above; empty for most schemes.
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_s(self) -> float:
@@ -73,8 +76,12 @@ class Stats:
         return self.encode_s + self.comm_s + self.decode_s
 
     def as_dict(self) -> dict[str, float | int]:
-        """The fields and ``total_s``, for tables and result files."""
-        return {**asdict(self), "total_s": self.total_s}
+        """The fields, ``total_s`` and each phase as ``phase_<name>_s``, for tables and files."""
+        out: dict[str, float | int] = {f.name: getattr(self, f.name) for f in fields(self)
+                                       if f.name != "phases"}
+        out["total_s"] = self.total_s
+        out.update({f"phase_{k}_s": v for k, v in self.phases.items()})
+        return out
 
 
 def second_seed(seed: int) -> int:
@@ -126,6 +133,7 @@ from hpcq.collectives.baselines import (  # noqa: E402
     iallreduce_mean,
 )
 from hpcq.collectives.ps import ps_mean, ps_reduce_mean  # noqa: E402
+from hpcq.collectives import powersgd as _powersgd  # noqa: E402, F401
 from hpcq.collectives.twophase import itwo_phase_mean, two_phase_mean  # noqa: E402
 
 __all__ = [
