@@ -196,15 +196,21 @@ class PowerSGD(Scheme):
         state = session.slot("powersgd", self.spec, *lay.names)
         if "plan" not in state:
             lay.validate(d)
-            state["plan"] = self.plan(lay)
+            state["plan"] = pl = self.plan(lay)
             state["iter"] = 0
+            # per unit, where its matrices start in x (an int for a lone one)
+            where = {mo: xo for xo, mo, _ in pl.moves}
+            state["starts"] = [where[u.mo] if u.b == 1 else
+                               [where[u.mo + i * u.n * u.m] for i in range(u.b)]
+                               for u in pl.units]
         plan: Plan = state["plan"]
         it = state["iter"]
         state["iter"] = it + 1
         owner = f"{self.spec}.mean"
         y = session.buffer(owner, d) if out is None else out
-        if y.dtype != np.float32 or y.shape != (d,):
-            raise ValueError(f"scheme powersgd: out must be a float32 array of length {d}")
+        if y.dtype != np.float32 or y.shape != (d,) or not y.flags.c_contiguous:
+            raise ValueError(f"scheme powersgd: out must be a contiguous float32 array of "
+                             f"length {d}")
         if it < int(self.p["start_iter"]) or plan.packed == 0:
             mean, st = allreduce_mean(comm, x32, out=y)
             st.comm_s += wtime() - t0 - st.total_s  # the conversion, if any
@@ -281,13 +287,16 @@ class PowerSGD(Scheme):
             qm /= np.float32(p)
             rest /= np.float32(p)
         # 6. M_hat = P Q^T; e = M - M_hat; unpack
-        hbuf = session.buffer(f"{self.spec}.approx", plan.packed)
-        for u, q, pp in zip(plan.units, qs, ps, strict=True):
-            np.matmul(pp, q.transpose(0, 2, 1),
-                      out=hbuf[u.mo:u.mo + u.b * u.n * u.m].reshape(u.b, u.n, u.m))
-        np.subtract(mbuf, hbuf, out=err)
-        for xo, mo, size in plan.moves:
-            y[xo:xo + size] = hbuf[mo:mo + size]
+        # a lone matrix's M_hat goes straight into y; a batch's via a packed buffer
+        hbuf = session.buffer(f"{self.spec}.approx", max(u.b * u.n * u.m for u in plan.units))
+        for u, mat, q, pp, xo in zip(plan.units, mats, qs, ps, state["starts"], strict=True):
+            size = u.b * u.n * u.m
+            target = (y[xo:xo + size] if u.b == 1 else hbuf[:size]).reshape(u.b, u.n, u.m)
+            np.matmul(pp, q.transpose(0, 2, 1), out=target)
+            np.subtract(mat, target, out=err[u.mo:u.mo + size].reshape(u.b, u.n, u.m))
+            if u.b > 1:
+                for i, xi in enumerate(xo):
+                    y[xi:xi + u.n * u.m] = hbuf[i * u.n * u.m:(i + 1) * u.n * u.m]
         lo = 0
         for xo, size in plan.rest:
             y[xo:xo + size] = rest[lo:lo + size]
