@@ -29,6 +29,11 @@ ps-reduce         casts only (fp32/fp16/bf16): ``Reduce`` in that format to rank
 allreduce-fp32    the baseline: fp32 ``Allreduce`` (sum), then scale by 1/p
 allreduce-fp16    cast to fp16, ``Allreduce`` with a 16-bit sum, scale
 allreduce-bf16    the same in bf16
+allreduce-fp8     one shared scale (Allreduce MAX), FP8 codes, Allreduce with an
+                  FP8 sum (decode, add in fp32, round back), scale: 1 byte per value
+powersgd          PowerSGD as PyTorch's hook: rank-r factors P = MQ, Q = M^T P of
+                  each matrix of the layout, two allreduces, error feedback, warm
+                  start; 1-D tensors and small matrices in one fp32 allreduce
 ================  ============================================================
 
 Nonblocking variants return a :class:`Pending` whose ``wait()`` gives
@@ -133,6 +138,7 @@ from hpcq.collectives.baselines import (  # noqa: E402
     iallreduce_mean,
 )
 from hpcq.collectives.ps import ps_mean, ps_reduce_mean  # noqa: E402
+from hpcq.collectives import fp8 as _fp8  # noqa: E402, F401
 from hpcq.collectives import powersgd as _powersgd  # noqa: E402, F401
 from hpcq.collectives.twophase import itwo_phase_mean, two_phase_mean  # noqa: E402
 
