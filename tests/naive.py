@@ -535,3 +535,16 @@ def powersgd_step(xs, shapes, state, *, rank, min_rate=2.0, start_iter=0, warm_s
     if not warm_start:
         del state["Q"]
     return out
+
+
+def fp8_allreduce_serial(xs, fmt, scale):
+    """allreduce-fp8 over the ranks' vectors ``xs`` in the order given: each cast to
+    ``fmt`` as ``float32(x / scale)`` (the reciprocal in float64), then summed pairwise,
+    ``acc = round(acc + next)`` (the float32 sum of two codes is exact), decoded ``* scale``
+    and divided by p in float32."""
+    inv = 1.0 / scale if scale > 0 else 0.0
+    codes = [minifloat_round(np.float32(np.asarray(x, np.float64) * inv), fmt) for x in xs]
+    acc = codes[0]
+    for c in codes[1:]:
+        acc = minifloat_round(acc + c, fmt)
+    return ((acc.astype(np.float32) * np.float32(scale)) / np.float32(len(xs))).astype(np.float32)
