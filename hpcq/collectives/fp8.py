@@ -19,7 +19,8 @@ sum never saturates: a rounded input is at most ``(1 + u_in)`` times its value (
 half a subnormal step, which the scale also leaves room for), and each addition adds
 at most a factor ``1 + u_a``.  The price is range: the largest code a rank sends is
 F / 2.3 at p = 2 (e4m3), F / 42 at p = 16, F / 3100 at p = 64 (12 of e4m3's 18 binades
-gone); from 136 (e4m3) or 152 (e5m2) ranks on no scale is safe and the scheme refuses.  Bytes: ``d + 4`` per rank (the codes and the max).
+gone); from 136 (e4m3) or 152 (e5m2) ranks on no scale is safe and the scheme refuses.
+Bytes: ``d + 4`` per rank (the codes and the max).
 """
 
 from __future__ import annotations
