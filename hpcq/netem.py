@@ -161,10 +161,12 @@ ip link set hpcq-br up
 i=0
 while [ $i -lt $nodes ]; do
   # the node: its own network and host name, held open while this shell lives
-  unshare --net --uts sh -c "hostname hpcq-node$i && ip link set lo up &&     while kill -0 $$ 2>/dev/null; do sleep 1; done" &
+  unshare --net --uts sh -c "hostname hpcq-node$i && ip link set lo up && \
+    while kill -0 $$ 2>/dev/null; do sleep 1; done" &
   pid=$!
   holders="$holders $pid"
-  while [ "$(readlink /proc/$pid/ns/uts)" = "$(readlink /proc/$$/ns/uts)" ] ||         [ "$(nsenter --target $pid --uts hostname)" != "hpcq-node$i" ]; do
+  while [ "$(readlink /proc/$pid/ns/uts)" = "$(readlink /proc/$$/ns/uts)" ] || \
+        [ "$(nsenter --target $pid --uts hostname)" != "hpcq-node$i" ]; do
     kill -0 $pid  # the holder failed (its error is above)
     sleep 0.02
   done
@@ -217,8 +219,8 @@ def slots(nodes: int, ranks: int | None) -> list[int]:
 
 def nodes_env(spec: dict[str, Any], directory: str) -> dict[str, str]:
     """The environment pointing MPICH's hydra at the emulated nodes in ``directory``."""
-    return {"HYDRA_HOST_FILE": os.path.join(directory, "hosts"), "HYDRA_LAUNCHER": "ssh",
-            "HYDRA_LAUNCHER_EXEC": os.path.join(directory, "launch"),
+    return {"HYDRA_HOST_FILE": str(Path(directory) / "hosts"), "HYDRA_LAUNCHER": "ssh",
+            "HYDRA_LAUNCHER_EXEC": str(Path(directory) / "launch"),
             "HYDRA_IFACE": "hpcq-br", "MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp",
             "FI_TCP_IFACE": "eth0", "HPCQ_NETEM": describe(spec)}
 

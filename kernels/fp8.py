@@ -148,7 +148,20 @@ def _decode_body(scales, codes, bucket, table, out, add):  # type: ignore[no-unt
     return bad
 
 
+def _sum_body(a, b, table, fmax, mbits, bias, maxc, sign_shift, nan_code):  # type: ignore[no-untyped-def]
+    # b[i] = code of (value(a[i]) + value(b[i])): the float32 sum of two codes' values is
+    # exact, then rounded once (RNE); a sum past fmax (or a NaN code) gives the NaN code
+    bad = 0
+    for i in prange(a.shape[0]):
+        s = table[a[i]] + table[b[i]]
+        ok = abs(s) <= fmax  # False for NaN
+        bad += not ok
+        b[i] = _mini_of(f32_bits(s), mbits, bias, maxc, sign_shift) if ok else nan_code
+    return bad
+
+
 _cast, _cast_par = twins(_cast_body)
+_sum, _sum_par = twins(_sum_body)
 _scaled, _scaled_par = twins(_scaled_body)
 _blocks, _blocks_par = twins(_blocks_body)
 _decode, _decode_par = twins(_decode_body)
@@ -182,6 +195,33 @@ def cast(x: np.ndarray, fmt: str) -> np.ndarray:
     if bad:
         raise ValueError(f"{bad} NaN/Inf value(s) cannot be cast to {fmt}")
     return out
+
+
+def cast_scaled(x: np.ndarray, inv: float, fmt: str, out: np.ndarray) -> None:
+    """Codes of ``float32(x_i * inv)`` (the product in float64) into uint8 ``out``, RNE,
+    saturating: one shared scale (allreduce-fp8's); the caller checks x for NaN/Inf."""
+    m, bias, maxc, ss = _format(fmt)
+    if x.dtype != np.float32 or x.ndim != 1 or not x.flags.c_contiguous:
+        raise TypeError("x must be a C-contiguous 1-D float32 array")
+    if out.dtype != np.uint8 or out.shape != x.shape or not out.flags.c_contiguous:
+        raise ValueError(f"out must be {x.shape[0]} contiguous uint8 codes")
+    (_scaled_par if use_parallel(x.shape[0]) else _scaled)(x, float(inv), m, bias, maxc, ss,
+                                                          out)
+
+
+def sum8(fmt: str, a: np.ndarray, b: np.ndarray) -> int:
+    """``b += a`` elementwise on ``fmt`` codes (uint8), in place: each pair decoded, added in
+    float32 (exact for two codes of one format) and rounded once to nearest even, as a
+    reduction on the wire in ``fmt`` does.  A sum past the largest finite value, or a
+    code that is not finite, gives the NaN code 0x7F: returns their count.
+    """
+    m, bias, maxc, ss = _format(fmt)
+    if a.dtype != np.uint8 or b.dtype != np.uint8 or a.shape != b.shape or a.ndim != 1:
+        raise ValueError("sum8: a and b must be 1-D uint8 arrays of one length")
+    tab = table(fmt)
+    par = use_parallel(a.shape[0])
+    return int((_sum_par if par else _sum)(a, b, tab, np.float32(max_finite(fmt)), m, bias,
+                                           maxc, ss, np.uint8(0x7F)))
 
 
 def n_scales(n: int, bucket: int) -> int:

@@ -504,3 +504,78 @@ def bf16_round(x):
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
     bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
     return bits.astype(np.uint32).view(np.float32)
+
+
+def gram_schmidt(a, eps=0.0):
+    """Columns of float64 matrix ``a`` orthonormalised one after another (PyTorch's
+    ``_orthogonalize_gram_schmidt``; a zero column stays zero)."""
+    a = np.array(a, dtype=np.float64)
+    for i in range(a.shape[1]):
+        nrm = np.linalg.norm(a[:, i])
+        a[:, i] /= (nrm if nrm > 0 else 1.0) if eps == 0 else nrm + eps
+        for j in range(i + 1, a.shape[1]):
+            a[:, j] -= np.dot(a[:, i], a[:, j]) * a[:, i]
+    return a
+
+
+def powersgd_step(xs, shapes, state, *, rank, min_rate=2.0, start_iter=0, warm_start=True,
+                  eps=0.0, seed=0):
+    """One PowerSGD step over p simulated ranks (``xs``: each rank's flat vector of the
+    tensors ``shapes``), in float64, as PyTorch's ``powerSGD_hook`` orders it; ``state``
+    (a dict) carries the step count, the error memories and Q.  Returns the mean."""
+    p = len(xs)
+    xs = [np.asarray(x, dtype=np.float64) for x in xs]
+    it = state.get("iter", 0)
+    state["iter"] = it + 1
+    if it < start_iter:
+        return sum(xs) / p
+    offsets = np.concatenate(([0], np.cumsum([int(np.prod(s)) for s in shapes])))
+    mats, rest = [], []
+    for i, s in enumerate(shapes):
+        n, m = (s[0], int(np.prod(s[1:]))) if len(s) >= 2 else (0, 0)
+        if len(s) >= 2 and (n + m) * min(n, m, rank) * min_rate < n * m:
+            mats.append((offsets[i], n, m))
+        else:
+            rest.append(i)
+    shapes_seen = list(dict.fromkeys((n, m) for _, n, m in mats))
+    mats.sort(key=lambda t: shapes_seen.index((t[1], t[2])))  # the hook's order: by shape
+    out = np.zeros(offsets[-1])
+    for i in rest:
+        out[offsets[i]:offsets[i + 1]] = sum(x[offsets[i]:offsets[i + 1]] for x in xs) / p
+    if not mats:
+        return out
+    errs = state.setdefault("e", [[np.zeros((n, m)) for _, n, m in mats] for _ in range(p)])
+    M = [[x[o:o + n * m].reshape(n, m) + errs[r][j] for j, (o, n, m) in enumerate(mats)]
+         for r, x in enumerate(xs)]
+    ks = [min(n, m, rank) for _, n, m in mats]
+    if not warm_start or "Q" not in state:
+        draw = np.random.default_rng([seed, it]).standard_normal(
+            sum(m * k for (_, _, m), k in zip(mats, ks)), dtype=np.float32)
+        cuts = np.cumsum([0] + [m * k for (_, _, m), k in zip(mats, ks)])
+        state["Q"] = [draw[cuts[j]:cuts[j + 1]].astype(np.float64).reshape(m, ks[j])
+                      for j, (_, _, m) in enumerate(mats)]
+    Q = [gram_schmidt(q, eps) for q in state["Q"]]
+    P = [gram_schmidt(sum(M[r][j] @ Q[j] for r in range(p)), eps) for j in range(len(mats))]
+    Q = [sum(M[r][j].T @ P[j] for r in range(p)) / p for j in range(len(mats))]
+    for j, (o, n, m) in enumerate(mats):
+        approx = P[j] @ Q[j].T
+        out[o:o + n * m] = approx.ravel()
+        for r in range(p):
+            errs[r][j] = M[r][j] - approx
+    state["Q"] = Q
+    if not warm_start:
+        del state["Q"]
+    return out
+
+
+def fp8_allreduce_serial(xs, fmt, scale):
+    """allreduce-fp8 over the ranks' vectors ``xs`` in the order given: each cast to
+    ``fmt`` as ``float32(x / scale)`` (the reciprocal in float64), then summed pairwise,
+    ``acc = round(acc + next)`` (the float32 sum of two codes is exact), decoded ``* scale``
+    and divided by p in float32."""
+    inv = 1.0 / scale if scale > 0 else 0.0
+    codes = [minifloat_round(np.float32(np.asarray(x, np.float64) * inv), fmt) for x in xs]
+    acc = codes[0]
+    for c in codes[1:]:
+        acc = minifloat_round(acc + c, fmt)
+    return ((acc.astype(np.float32) * np.float32(scale)) / np.float32(len(xs))).astype(np.float32)

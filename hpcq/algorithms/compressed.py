@@ -87,7 +87,7 @@ class CompressedGD(Method):
             raise ValueError(f"method {self.name}: scheme {sch.name} is a timing reference (the "
                              f"plain MPI sum, not a mean); use allreduce-fp32")
         comp = self.compressor(ctx)
-        sch.check(comp if sch.cast is None else None)
+        sch.check(comp if sch.takes_compressor else None)
         if self.feedback_coefficients() is not None and not sch.takes_feedback:
             able = [n for n, s in SCHEMES.items() if s.takes_feedback]
             raise ValueError(f"method {self.name}: error feedback needs a scheme where each "
@@ -114,9 +114,11 @@ class CompressedGD(Method):
         comm, prob = ctx.comm, ctx.problem
         sch = scheme(ctx.scheme)
         comp = self.compressor(ctx)
-        send = comp if sch.cast is None else None
+        # a scheme with its own encoding (casts, PowerSGD, allreduce-fp8) ignores the job's
+        # compressor; the step size and the bits then come from what it sends
+        send = comp if sch.takes_compressor else None
         d = prob.d
-        info_comp = comp if send is not None else compressor(sch.cast or "fp32")
+        info_comp = comp if send is not None else compressor(str(sch.sends))
         omega = info_comp.error_bound(d)
         eta, rule = compressed_step(ctx, omega, info_comp.unbiased)
         coeffs = self.feedback_coefficients()
@@ -127,6 +129,8 @@ class CompressedGD(Method):
         # the bytes sent, and the coded bits are that, less the header and the scales.
         measured = (send is not None and send.wire_bytes(d) is None
                     and sch.one_message)
+        # PowerSGD's traffic depends on the layout and the rank: its bytes sent are its bits
+        own = send is None and sch.cast is None
         trace = Trace(ctx.iterations, eta, rule)
         trace.info.update(omega=omega if omega is not None else float("nan"),
                           compressor=info_comp.spec)
@@ -167,7 +171,8 @@ class CompressedGD(Method):
             trace.record(t, t_compute=t1 - t0, t_encode=enc, t_comm=comm_s, t_decode=dec,
                          t_update=t2 - tu, t_iter=t2 - t0, bytes_sent=sent, bytes_recv=recv,
                          payload_bits=(8 * (sent - HEADER_BYTES) - side if measured
-                                       else payload), side_bits=side)
+                                       else 8 * sent - side if own else payload),
+                         side_bits=side)
             if is_diverged(x, scale, t + 1):
                 stop_diverged(ctx, trace, t, x, gbuf)
                 break

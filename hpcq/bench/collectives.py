@@ -115,8 +115,9 @@ class Case:
 
     @property
     def baseline(self) -> bool:
-        """True for a scheme with a fixed cast (``allreduce-*``)."""
-        return scheme(self.scheme).cast is not None
+        """True for a scheme that takes no compressor (the casts, PowerSGD, allreduce-fp8):
+        its ``spec`` is :attr:`~hpcq.collectives.Scheme.sends`, and labels omit it."""
+        return not scheme(self.scheme).takes_compressor
 
     @property
     def label(self) -> str:
@@ -170,7 +171,7 @@ def expand(
     if not chosen:
         raise ValueError(f"no scheme given; valid: {', '.join(SCHEMES.names())}")
     comps, _ = resolve_compressors(specs, skip_unavailable=skip_unavailable)
-    compressed = [s for s in chosen if s.cast is None]
+    compressed = [s for s in chosen if s.takes_compressor]
     if compressed and not comps:
         raise ValueError(f"scheme {compressed[0].name} needs at least one compressor")
     for s in compressed:
@@ -179,7 +180,8 @@ def expand(
     out: list[Case] = []
     for d in sizes:
         its = iterations_for(d, iterations)
-        out += [Case(s.spec, str(s.cast), d, its, warmup, seed) for s in chosen if s.cast]
+        out += [Case(s.spec, str(s.sends), d, its, warmup, seed) for s in chosen
+                if not s.takes_compressor]
         out += [Case(s.spec, given, d, its, warmup, seed) for s in compressed for given, _ in comps]
     return out
 
@@ -207,7 +209,7 @@ def compile_for(cases: Sequence[Case], *, nprocs: int | None = None) -> float:
         if kind in ("fp16", "bf16"):
             kinds.add(kind)
         lengths = [c.d]
-        if nprocs and sch.cast is None:
+        if nprocs and sch.takes_compressor:
             lengths = sch.codec_lengths(c.d, nprocs)
             for n in lengths:  # the exact (odd, short) lengths the codec sees, when cheap
                 if n != c.d and n < 1 << 16:
@@ -317,8 +319,9 @@ def _validate(
     """K untimed calls: (every rank held rank 0's bits each time, rank 0's NMSE of each)."""
     sch, first = scheme(case.scheme), case.warmup + case.iterations
     consistent, draws = True, []
+    session = Session(comm)  # for the stateful schemes (PowerSGD's memories and Q)
     for step in range(first, first + guarantees.validation_draws(case.d)):
-        mean, _ = sch(comm, data["x"], comp, seed=case.seed, step=step)
+        mean, _ = sch(comm, data["x"], comp, seed=case.seed, step=step, session=session)
         consistent = _consistent(comm, mean) and consistent
         if data["exact"] is not None:
             draws.append(_nmse(mean, data["exact"]))
@@ -337,7 +340,7 @@ def run_case(
     """
     sch = scheme(case.scheme)
     comp = _compressor(case.spec)
-    run_comp = None if sch.cast else comp
+    run_comp = comp if sch.takes_compressor else None
     rank, p, d = comm.Get_rank(), comm.Get_size(), case.d
     data = _data(comm, case.seed, d)
     samples = _timed(comm, case, data["x"], run_comp)
@@ -351,7 +354,7 @@ def run_case(
     sq_norms = [g[1] for g in gathered]
     mean_sq = float(np.dot(data["exact"], data["exact"]))
     inputs = BoundInputs(tuple(sq_norms), mean_sq, data["abs_sum"], data["abs_sq"])
-    bound = guarantees.scheme_bound(sch, None if sch.cast else comp, d, p, inputs)
+    bound = guarantees.scheme_bound(sch, run_comp, d, p, inputs)
     limit = guarantees.allowed(bound, draws)
     status = "none"
     if check:
@@ -422,7 +425,7 @@ def run_case(
         "bytes_recv": (timed[:, :, 5].mean(axis=1), "bytes"),
     }
     row = {k: v for k, v in attrs.items() if k != "compressor"}
-    row["label"] = case.scheme if sch.cast else f"{case.scheme} {case.spec}"
+    row["label"] = case.scheme if case.baseline else f"{case.scheme} {case.spec}"
     return attrs, datasets, row
 
 

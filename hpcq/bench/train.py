@@ -1,8 +1,9 @@
 """Training runs of the job's ``[train]`` tables: cases, one run per case, the printed table.
 
 Cases (:func:`expand`): for each method of the table, crossed with the table's
-compressors when the method runs over one, and with ``bits`` when the method has
-a ``bits`` parameter its spec does not set.  Every case is checked on rank 0
+compressors when the method runs over one (once, with what the scheme sends, when the
+scheme takes no compressor: ``allreduce-*``, ``powersgd``), and with ``bits`` when the
+method has a ``bits`` parameter its spec does not set.  Every case is checked on rank 0
 before anything runs (the problem is built once to know L, mu and x*).
 
 Case written (kind ``train``)
@@ -124,7 +125,7 @@ def expand(table: Any, seed: int, where: str) -> list[TrainCase]:
 def _expand_one(table: Any, problem_spec: str, seed: int, where: str) -> list[TrainCase]:
     """The cases of one problem and seed of a ``[train]`` table."""
     try:
-        scheme(table.scheme)
+        sch = scheme(table.scheme)
     except ValueError as e:
         raise ValueError(f"{where} scheme: {e}") from None
     try:
@@ -140,6 +141,11 @@ def _expand_one(table: Any, problem_spec: str, seed: int, where: str) -> list[Tr
             comps.append(compressor(spec).spec)
         except ValueError as e:
             raise ValueError(f"{where} compressors: {e}") from None
+    given_comps = list(table.compressors)
+    if not sch.takes_compressor:
+        # a scheme with its own encoding (allreduce-*, powersgd) sends what it sends: one
+        # case per method, its compressor that (the job's compressors do not apply)
+        comps, given_comps = [compressor(str(sch.sends)).spec], [""]
     out: list[TrainCase] = []
     for given in table.methods:
         try:
@@ -148,7 +154,7 @@ def _expand_one(table: Any, problem_spec: str, seed: int, where: str) -> list[Tr
             raise ValueError(f"{where} methods: {e}") from None
         for spec in specs:
             m = method(spec)
-            pairs = (list(zip(comps, table.compressors, strict=True))
+            pairs = (list(zip(comps, given_comps, strict=True))
                      if type(m).takes_compressor else [(None, "")])
             for comp, comp_given in pairs:
                 case = TrainCase(prob.spec, m.spec, comp, table.scheme, table.iterations,

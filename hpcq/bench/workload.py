@@ -44,6 +44,8 @@ bytes_per_iteration (mean over ranks of bytes sent per iteration), bits_per_para
 (8 x that / parameters), iteration_p50_s, iteration_p99_s, encode_iteration_s, comm_iteration_s,
 decode_iteration_s (per iteration: sum over buckets of the median over calls of the
 slowest rank's part),
+``phase_<name>_s`` the same for each named phase of a scheme that reports them
+(PowerSGD: pack, p, orthogonalize, q, comm_rest, comm_p, comm_q, decompress),
 nmse (whole gradient), nmse_worst_tensor and worst_tensor, consistent,
 peak_rss_max_bytes, x_fp32 (p50 / p50 of allreduce-fp32 on the same workload, when it
 ran earlier in this process), ``workload_facts.*`` and ``compressor.*``.
@@ -107,8 +109,9 @@ class WorkloadCase:
 
     @property
     def baseline(self) -> bool:
-        """True for a scheme with a fixed cast (``allreduce-*``)."""
-        return scheme(self.scheme).cast is not None
+        """True for a scheme that takes no compressor (the casts, PowerSGD, allreduce-fp8):
+        it gets each bucket whole, with its layout, and ``spec`` is its ``sends``."""
+        return not scheme(self.scheme).takes_compressor
 
     @property
     def label(self) -> str:
@@ -180,7 +183,7 @@ def expand(table: Any, *, seed: int, skip_unavailable: bool = False
         except ValueError as e:
             raise ValueError(f"schemes: {e}") from None
     comps, notes = resolve_compressors(table.compressors, skip_unavailable=skip_unavailable)
-    compressed = [s for s in chosen if s.cast is None]
+    compressed = [s for s in chosen if s.takes_compressor]
     if compressed and not comps:
         raise ValueError(f"schemes: scheme {compressed[0].name} needs at least one compressor")
     extra = [s for _, s in overrides if s != "none"]
@@ -195,7 +198,8 @@ def expand(table: Any, *, seed: int, skip_unavailable: bool = False
               "min_size": table.min_size, "overrides": overrides,
               "gradients": table.gradients, "iterations": table.iterations,
               "warmup": table.warmup, "seed": seed}
-    out = [WorkloadCase(scheme=s.spec, spec=str(s.cast), **common) for s in chosen if s.cast]
+    out = [WorkloadCase(scheme=s.spec, spec=str(s.sends), **common) for s in chosen
+           if not s.takes_compressor]
     out += [WorkloadCase(scheme=s.spec, spec=given, **common) for s in compressed
             for given, _ in comps]
     return out, notes
@@ -267,21 +271,27 @@ def _fill(src: Any, groups: list[Group], buf: np.ndarray, rank: int) -> None:
 
 
 def _call(comm: Any, sch: Any, groups: list[Group], buf: np.ndarray, out: np.ndarray,
-          session: Session, *, seed: int, step: int) -> np.ndarray:
-    """One bucket's collectives: (encode, comm, decode, bytes sent) of this rank."""
+          session: Session, *, seed: int, step: int, phases: dict[str, float] | None = None
+          ) -> np.ndarray:
+    """One bucket's collectives: (encode, comm, decode, bytes sent) of this rank; the seconds
+    of a scheme's named phases (PowerSGD's) are added into ``phases``."""
     from hpcq.collectives.baselines import allreduce_mean
 
     acc = np.zeros(4)
     for g in groups:
         x, y = buf[g.lo:g.hi], out[g.lo:g.hi]
-        if sch.cast is not None:
-            _, st = sch.mean(comm, x, session=session, out=y, layout=g.layout)
+        if not sch.takes_compressor:
+            _, st = sch.mean(comm, x, seed=seed, step=step, session=session, out=y,
+                             layout=g.layout)
         elif g.spec is None:
             _, st = allreduce_mean(comm, x, out=y)
         else:
             _, st = sch.mean(comm, x, _compressor(g.spec), seed=seed, step=step,
                              session=session, out=y, layout=g.layout)
         acc += (st.encode_s, st.comm_s, st.decode_s, st.bytes_sent)
+        if phases is not None:
+            for k, v in st.phases.items():
+                phases[k] = phases.get(k, 0.0) + v
     return acc
 
 
@@ -339,6 +349,7 @@ def run_case(comm: Any, case: WorkloadCase, *, check: bool = False
     nb, n_it, w = len(groups_all), case.iterations, case.warmup
     index = {t.name: i for i, t in enumerate(lay)}
     times = np.zeros((nb, n_it, 4))  # encode, comm, decode, wall
+    phase_t: dict[str, np.ndarray] = {}  # a scheme's named phases: (buckets, iterations)
     sent = np.zeros(nb)
     err_t, ref_t = np.zeros(len(lay)), np.zeros(len(lay))
     bucket_nmse = np.zeros(nb)
@@ -355,18 +366,22 @@ def run_case(comm: Any, case: WorkloadCase, *, check: bool = False
             for step in range(w + n_it):
                 barrier()
                 t0 = wtime()
-                acc = _call(comm, sch, groups, x, y, session, seed=case.seed, step=step)
+                ph: dict[str, float] = {}
+                acc = _call(comm, sch, groups, x, y, session, seed=case.seed, step=step,
+                            phases=ph)
                 t1 = wtime()
                 if step >= w:
                     times[b, step - w] = (*acc[:3], t1 - t0)
                     sent[b] += acc[3] / n_it
+                    for k, v in ph.items():
+                        phase_t.setdefault(k, np.zeros((nb, n_it)))[b, step - w] = v
             _call(comm, sch, groups, x, y, session, seed=case.seed, step=w + n_it)
             crc = zlib.crc32(y)
             consistent = consistent and len(set(comm.allgather(crc))) == 1
             e, r = _errors(comm, groups, x, y, index, err_t, ref_t)
             bucket_nmse[b] = e / r if r > 0 else 0.0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
-    gathered = comm.gather((times, sent, rss), root=0)
+    gathered = comm.gather((times, sent, rss, phase_t), root=0)
     consistent = bool(comm.allreduce(consistent, op=MPI.LAND))
     if rank != 0:
         return None
@@ -380,8 +395,12 @@ def run_case(comm: Any, case: WorkloadCase, *, check: bool = False
     bi, ii = np.meshgrid(np.arange(nb), np.arange(n_it), indexing="ij")
     parts = allt[slowest, bi, ii, :3]  # (buckets, iterations, 3): the slowest rank's split
     split = np.median(parts, axis=1).sum(axis=0)
+    # each named phase the same way: the slowest rank's, median over iterations, summed
+    phases = {k: float(np.median(np.stack([g[3][k] for g in gathered])[slowest, bi, ii],
+                                 axis=1).sum()) for k in gathered[0][3]}
     elements = np.array([g[-1].hi for g in groups_all], dtype=np.int64)
-    compressed = np.array([sum(x.hi - x.lo for x in g if x.spec is not None)
+    compressed = np.array([sum(x.hi - x.lo if x.spec is not None else
+                               sch.compressed_size(x.layout) for x in g)
                            for g in groups_all], dtype=np.int64)
     per_rank_iter = sent_all.sum(axis=1)
     bytes_iter = float(per_rank_iter.mean())
@@ -405,6 +424,7 @@ def run_case(comm: Any, case: WorkloadCase, *, check: bool = False
         "iteration_p50_s": p50, "iteration_p99_s": p99,
         "encode_iteration_s": float(split[0]), "comm_iteration_s": float(split[1]),
         "decode_iteration_s": float(split[2]),
+        **{f"phase_{k}_s": v for k, v in phases.items()},
         "nmse": nmse, "nmse_worst_tensor": float(tensor_nmse[worst]),
         "worst_tensor": lay.tensors[worst].name, "consistent": consistent,
         "check": ("pass" if consistent else "fail") if check else "none",
@@ -427,7 +447,7 @@ def run_case(comm: Any, case: WorkloadCase, *, check: bool = False
         "peak_rss_bytes": (rss_all, "bytes"),
     }
     row = {k: v for k, v in attrs.items() if k not in ("compressor", "workload_facts")}
-    row["label"] = sch.spec if sch.cast else f"{sch.spec} {case.spec}"
+    row["label"] = sch.spec if case.baseline else f"{sch.spec} {case.spec}"
     return attrs, data, row
 
 
@@ -468,4 +488,8 @@ def format_table(rows: Sequence[dict[str, Any]], *, nprocs: int) -> str:
                 f"{1e3 * r['decode_iteration_s']:>8.2f}"
                 f"{x}{100 * r['uncompressed_share']:>7.2f}{r['nmse']:>9.1e}"
                 f"{r['nmse_worst_tensor']:>9.1e}{r['peak_rss_max_bytes'] / 2**20:>8.0f}{flag}")
+            named = [(k[6:-2], v) for k, v in r.items() if k.startswith("phase_")]
+            if named:
+                lines.append("    phases, ms: " + ", ".join(f"{k} {1e3 * v:.2f}"
+                                                         for k, v in named))
     return "\n".join(lines)

@@ -31,6 +31,11 @@ ps-reduce         casts only (fp32/fp16/bf16): ``Reduce`` in that format to rank
 allreduce-fp32    the baseline: fp32 ``Allreduce`` (sum), then scale by 1/p
 allreduce-fp16    cast to fp16, ``Allreduce`` with a 16-bit sum, scale
 allreduce-bf16    the same in bf16
+allreduce-fp8     one shared scale (Allreduce MAX), FP8 codes, Allreduce with an
+                  FP8 sum (decode, add in fp32, round back), scale: 1 byte per value
+powersgd          PowerSGD as PyTorch's hook: rank-r factors P = MQ, Q = M^T P of
+                  each matrix of the layout, two allreduces, error feedback, warm
+                  start; 1-D tensors and small matrices in one fp32 allreduce
 ================  ============================================================
 
 Nonblocking variants return a :class:`Pending` whose ``wait()`` gives
@@ -49,7 +54,7 @@ random-k would keep the same coordinates twice and scale them by (d/k)^2.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -73,6 +78,9 @@ class Stats:
     intra_s: float = 0.0
     inter_s: float = 0.0
     inter_bytes: int = 0
+    #: Finer seconds of a scheme with named phases (PowerSGD: ``p``, ``orthogonalize``, ...),
+    #: each inside one of the three totals above; empty for most schemes.
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_s(self) -> float:
@@ -80,8 +88,12 @@ class Stats:
         return self.encode_s + self.comm_s + self.decode_s
 
     def as_dict(self) -> dict[str, float | int]:
-        """The fields and ``total_s``, for tables and result files."""
-        return {**asdict(self), "total_s": self.total_s}
+        """The fields, ``total_s`` and each phase as ``phase_<name>_s``, for tables and files."""
+        out: dict[str, float | int] = {f.name: getattr(self, f.name) for f in fields(self)
+                                       if f.name != "phases"}
+        out["total_s"] = self.total_s
+        out.update({f"phase_{k}_s": v for k, v in self.phases.items()})
+        return out
 
 
 def second_seed(seed: int) -> int:
@@ -128,6 +140,9 @@ def idle_barrier(comm: Any, poll_s: float = 0.005) -> None:
 
 
 # Importing the scheme modules registers them.
+from hpcq.collectives import fp8 as _fp8  # noqa: E402, F401
+from hpcq.collectives import powersgd as _powersgd  # noqa: E402, F401
+from hpcq.collectives import twolevel  # noqa: E402,F401
 from hpcq.collectives.allgather import Pending, allgather_mean, iallgather_mean  # noqa: E402
 from hpcq.collectives.baselines import (  # noqa: E402
     allreduce_cast_mean,
@@ -136,7 +151,6 @@ from hpcq.collectives.baselines import (  # noqa: E402
 )
 from hpcq.collectives.ps import ps_mean, ps_reduce_mean  # noqa: E402
 from hpcq.collectives.twophase import itwo_phase_mean, two_phase_mean  # noqa: E402
-from hpcq.collectives import twolevel  # noqa: E402,F401
 
 __all__ = [
     "SCHEMES", "BoundInputs", "Cost", "Pending", "Scheme", "Session", "Stats", "scheme",

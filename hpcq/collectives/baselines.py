@@ -214,6 +214,7 @@ class Allreduce(Scheme):
     """The uncompressed baselines: ``Allreduce`` in fp32, or in fp16/bf16 with a 16-bit sum."""
 
     nonblocking = False
+    takes_compressor = False
     cost = Cost("Rabenseifner: recursive-halving reduce-scatter, recursive-doubling allgather",
                 lambda p: 2 * lg(p), lambda p, n, d: ring(p) * n, lambda p: 1.0, lambda p: 1.0,
                 ("2 lg p", "2 (p-1)/p n", "1", "1"))

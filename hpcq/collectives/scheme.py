@@ -118,6 +118,10 @@ class Scheme:
     cast: ClassVar[str | None] = None
     #: The only codecs it can carry (MPI sums them); None: any.
     codecs: ClassVar[tuple[str, ...] | None] = None
+    #: Whether it sends the job's compressor.  False for schemes with their own fixed
+    #: encoding (the casts, PowerSGD's low-rank factors, allreduce-fp8): they take
+    #: ``comp=None``, and tables name them by :attr:`sends` instead of a compressor.
+    takes_compressor: ClassVar[bool] = True
     #: Whether :meth:`start` exists.
     nonblocking: ClassVar[bool] = False
     #: Whether an error-feedback memory around the rank's own message can work through it.
@@ -152,11 +156,17 @@ class Scheme:
         """True for an uncompressed baseline (a fixed cast)."""
         return self.cast is not None
 
+    @property
+    def sends(self) -> str | None:
+        """For a scheme that takes no compressor, the compressor spec naming what it sends
+        (the casts' format; a benchmark case's ``spec``); None for the others."""
+        return None if self.takes_compressor else self.cast or "fp32"
+
     def check(self, comp: Compressor | None) -> None:
         """Raise ValueError naming the scheme and what it can carry if ``comp`` is not that."""
-        if self.cast is not None:
-            if comp is not None and comp.spec != self.cast:
-                raise ValueError(f"scheme {self.name} always sends {self.cast}; it takes no "
+        if not self.takes_compressor:
+            if comp is not None and comp.spec != self.sends:
+                raise ValueError(f"scheme {self.name} always sends {self.sends}; it takes no "
                                  f"compressor (got {comp.spec})")
             return
         if comp is None:
@@ -188,8 +198,9 @@ class Scheme:
 
     def __call__(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *,
                  seed: int = 0, step: int = 0, **kw: Any) -> tuple[np.ndarray, Stats]:
-        """:meth:`mean` (``comp`` ignored by the baselines)."""
-        return self.mean(comm, x, None if self.cast else comp, seed=seed, step=step, **kw)
+        """:meth:`mean` (``comp`` ignored by the schemes that take no compressor)."""
+        return self.mean(comm, x, comp if self.takes_compressor else None, seed=seed,
+                         step=step, **kw)
 
     def _need(self, comp: Compressor | None) -> Compressor:
         if comp is None:
@@ -200,6 +211,11 @@ class Scheme:
     def codec_lengths(self, d: int, p: int) -> list[int]:
         """The distinct vector lengths the codec encodes in one call (default: ``[d]``)."""
         return [d]
+
+    def compressed_size(self, layout: Layout) -> int:
+        """Entries of ``layout`` a scheme that takes no compressor compresses itself (PowerSGD's
+        matrices; default 0: the casts send everything in their format)."""
+        return 0
 
     def bound(self, comp: Compressor | None, d: int, p: int, inputs: BoundInputs
               ) -> float | None:
