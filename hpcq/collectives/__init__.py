@@ -88,9 +88,12 @@ class Stats:
         return self.encode_s + self.comm_s + self.decode_s
 
     def as_dict(self) -> dict[str, float | int]:
-        """The fields, ``total_s`` and each phase as ``phase_<name>_s``, for tables and files."""
+        """The fields, ``total_s`` and each phase as ``phase_<name>_s``, for tables and files
+        (the node-aware fields only where a node-aware scheme set them)."""
+        node = ("intra_s", "inter_s", "inter_bytes")  # only node-aware schemes fill them
+        keep_node = any(getattr(self, k) for k in node)
         out: dict[str, float | int] = {f.name: getattr(self, f.name) for f in fields(self)
-                                       if f.name != "phases"}
+                                       if f.name != "phases" and (keep_node or f.name not in node)}
         out["total_s"] = self.total_s
         out.update({f"phase_{k}_s": v for k, v in self.phases.items()})
         return out
