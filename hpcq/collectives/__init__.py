@@ -47,7 +47,7 @@ random-k would keep the same coordinates twice and scale them by (d/k)^2.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,12 @@ class Stats:
     decode_s: float = 0.0
     bytes_sent: int = 0
     bytes_recv: int = 0
+    #: Seconds spent waiting on communication that no encode or decode overlapped
+    #: (pipelined schemes; 0 for the others).
+    exposed_comm_s: float = 0.0
+    #: Relative squared error each compression of this rank added, in the order sent
+    #: (multi-hop schemes with ``hop_error=true``; None otherwise).
+    hop_nmse: list[float] | None = field(default=None, compare=False)
 
     @property
     def total_s(self) -> float:
@@ -73,8 +79,10 @@ class Stats:
         return self.encode_s + self.comm_s + self.decode_s
 
     def as_dict(self) -> dict[str, float | int]:
-        """The fields and ``total_s``, for tables and result files."""
-        return {**asdict(self), "total_s": self.total_s}
+        """The scalar fields and ``total_s``, for tables and result files (not ``hop_nmse``)."""
+        out: dict[str, float | int] = {f.name: getattr(self, f.name) for f in fields(self)
+                                       if f.name != "hop_nmse"}
+        return {**out, "total_s": self.total_s}
 
 
 def second_seed(seed: int) -> int:
@@ -125,7 +133,11 @@ from hpcq.collectives.baselines import (  # noqa: E402
     allreduce_mean,
     iallreduce_mean,
 )
+from hpcq.collectives.intsum import int_mean  # noqa: E402
+from hpcq.collectives.pipelined import pipelined_mean  # noqa: E402
 from hpcq.collectives.ps import ps_mean, ps_reduce_mean  # noqa: E402
+from hpcq.collectives.rhd import rhd_mean  # noqa: E402
+from hpcq.collectives.ring import allgather_chunks, reduce_scatter_mean, ring_mean  # noqa: E402
 from hpcq.collectives.twophase import itwo_phase_mean, two_phase_mean  # noqa: E402
 
 __all__ = [
