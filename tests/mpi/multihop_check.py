@@ -93,7 +93,8 @@ def main() -> None:
         record(f"{name} hop_error", mean, stats, lambda n=name: naive.serial_ring_mean(
             comp, [vector(r, d) for r in range(p)], SEED, STEP) if n == "ring" else
             naive.serial_rhd_mean(comp, [vector(r, d) for r in range(p)], SEED, STEP),
-            extra={"hops": hops, "omega": comp.error_bound(max(1, d // p))})
+            extra={"hops": hops, "omega": max(comp.error_bound(n) for n in
+                                              scheme(name).codec_lengths(d, p))})
 
     # error feedback: memories per hop in the session, same bits on every rank, 3 steps
     for name in ("ring", "rhd"):
