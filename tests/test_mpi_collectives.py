@@ -175,8 +175,8 @@ def test_scheme_check_names_impossible_pairs() -> None:
     SCHEMES.get("allreduce-fp32").check(None)
     with pytest.raises(ValueError, match="allgather needs a compressor"):
         SCHEMES.get("allgather").check(None)
-    with pytest.raises(ValueError, match="unknown scheme 'ring'; valid: allgather"):
-        SCHEMES.get("ring")
+    with pytest.raises(ValueError, match="unknown scheme 'butterfly'; valid: allgather"):
+        SCHEMES.get("butterfly")
 
 
 @pytest.mark.parametrize(("d", "p"), [(10, 3), (2, 4), (0, 2), (12, 4)])
