@@ -579,3 +579,91 @@ def fp8_allreduce_serial(xs, fmt, scale):
     for c in codes[1:]:
         acc = minifloat_round(acc + c, fmt)
     return ((acc.astype(np.float32) * np.float32(scale)) / np.float32(len(xs))).astype(np.float32)
+
+
+# ---------------------------------------------------------------- multi-hop and integer means
+def hop_seed(seed, hop):
+    """The seed of a chain's hop-th compression (hpcq.collectives.hops.hop_seed)."""
+    return (seed + hop * 0x9E3779B97F4A7C15) % (1 << 64)
+
+
+def _codec(comp, v, seed, step, rank):
+    return comp.decode(comp.encode(v, seed=seed, step=step, rank=rank)).copy()
+
+
+def serial_ring_mean(comp, vectors, seed, step):
+    """The ring scheme serially: chunk c's chain starts at rank c + 1; hop k's sender adds
+    nothing, the receiver adds its own chunk to the decoded sum; the owner c divides by p
+    and compresses once more (hop p - 1, rank word c)."""
+    p, d = len(vectors), vectors[0].shape[0]
+    sizes = [d // p + (1 if j < d % p else 0) for j in range(p)]
+    b = np.concatenate(([0], np.cumsum(sizes)))
+    out = []
+    for c in range(p):
+        sender = (c + 1) % p
+        t = vectors[sender][b[c]:b[c + 1]].astype(np.float32)
+        for k in range(p - 1):
+            t = _codec(comp, t, hop_seed(seed, k), step, sender)
+            sender = (sender + 1) % p
+            t = t + vectors[sender][b[c]:b[c + 1]]
+        out.append(_codec(comp, t / np.float32(p), hop_seed(seed, p - 1), step, c))
+    return np.concatenate(out)
+
+
+def serial_rhd_mean(comp, vectors, seed, step):
+    """Rabenseifner serially: fold (even ranks below 2r onto the next odd one), recursive
+    halving over the p' virtual ranks (v keeps the half of its segment holding its bit),
+    divide by p, compress each chunk once (rank word = chunk index)."""
+    p, d = len(vectors), vectors[0].shape[0]
+    q = 1 << (p.bit_length() - 1)
+    r = p - q
+    f = 1 if r else 0
+    sizes = [d // q + (1 if j < d % q else 0) for j in range(q)]
+    b = np.concatenate(([0], np.cumsum(sizes)))
+    real = [2 * v + 1 if v < r else v + r for v in range(q)]
+    acc = []
+    for v in range(q):
+        x = vectors[real[v]].astype(np.float32)
+        if v < r:
+            x = _codec(comp, vectors[real[v] - 1], hop_seed(seed, 0), step, real[v] - 1) + x
+        acc.append(x)
+    seg = [(0, q)] * q
+    mask, level = q >> 1, 0
+    while mask:
+        new = [None] * q
+        for v in range(q):
+            u = v ^ mask
+            lo, hi = seg[v]
+            mid = (lo + hi) // 2
+            keep = (mid, hi) if v & mask else (lo, mid)
+            # the partner sends its running sum over my keep half
+            ulo = seg[u][0]
+            theirs = acc[u][b[keep[0]] - b[ulo]:b[keep[1]] - b[ulo]]
+            got = _codec(comp, theirs, hop_seed(seed, level + f), step, real[u])
+            new[v] = (acc[v][b[keep[0]] - b[lo]:b[keep[1]] - b[lo]] + got, keep)
+        acc = [n[0] for n in new]
+        seg = [n[1] for n in new]
+        mask, level = mask >> 1, level + 1
+    top = (q.bit_length() - 1) + f
+    return np.concatenate([_codec(comp, acc[v] / np.float32(p), hop_seed(seed, top), step, v)
+                           for v in range(q)])
+
+
+def int_levels(bits, p):
+    """q = (2^(bits-1) - 1) >> ceil(log2 p): the largest code of allreduce-int."""
+    return ((1 << (bits - 1)) - 1) >> int(np.ceil(np.log2(p))) if p > 1 else (1 << (bits - 1)) - 1
+
+
+def int_round(x, scale, q, key):
+    """Stochastic rounding of x / scale onto [-q, q] (int64): t = floor(v), 24-bit fraction
+    T = floor(frac 2^24 + 1/2), c = t + ((T + r) >> 24), r = uniform24's 24 bits."""
+    inv = 1.0 / scale if scale > 0 else 0.0
+    v = np.clip(np.asarray(x, np.float64) * inv, -q, q)
+    t = np.floor(v)
+    frac = np.floor((v - t) * 2.0**24 + 0.5).astype(np.int64)
+    return t.astype(np.int64) + ((frac + uniform24_bits(key, 0, len(v))) >> 24)
+
+
+def int_decode(total, scale, p):
+    """float32(total * (scale / p)) in float64."""
+    return (np.asarray(total, np.float64) * (float(scale) / p)).astype(np.float32)

@@ -204,6 +204,7 @@ def test_run_case_on_comm_self(scheme: str, spec: str) -> None:
         "decode_s": ((1, 4), "s"),
         "total_s": ((1, 4), "s"),
         "overhead_s": ((1, 4), "s"),
+        "exposed_comm_s": ((1, 4), "s"),
         "warmup_total_s": ((1, 2), "s"),
         "nmse_draws": ((32,), "1"),
         "bytes_sent": ((1,), "bytes"),

@@ -22,6 +22,8 @@ def test_every_scheme_carries_its_facts() -> None:
             assert type(s).start is not Scheme.start
         if s.cast is not None:
             assert s.sums_in(None) == s.cast and not s.takes_feedback
+        if not s.takes_compressor:  # it names what it sends, a buildable spec
+            assert compressor(str(s.sends)).spec
 
 
 def test_spec_parsing_like_compressors() -> None:

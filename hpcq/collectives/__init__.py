@@ -81,6 +81,12 @@ class Stats:
     #: Finer seconds of a scheme with named phases (PowerSGD: ``p``, ``orthogonalize``, ...),
     #: each inside one of the three totals above; empty for most schemes.
     phases: dict[str, float] = field(default_factory=dict)
+    #: Seconds spent waiting on communication that no encode or decode overlapped
+    #: (pipelined schemes; 0 for the others).
+    exposed_comm_s: float = 0.0
+    #: Relative squared error each compression of this rank added, in the order sent
+    #: (multi-hop schemes with ``hop_error=true``; None otherwise).
+    hop_nmse: list[float] | None = field(default=None, compare=False)
 
     @property
     def total_s(self) -> float:
@@ -88,12 +94,13 @@ class Stats:
         return self.encode_s + self.comm_s + self.decode_s
 
     def as_dict(self) -> dict[str, float | int]:
-        """The fields, ``total_s`` and each phase as ``phase_<name>_s``, for tables and files
-        (the node-aware fields only where a node-aware scheme set them)."""
+        """The scalar fields, ``total_s`` and each phase as ``phase_<name>_s``, for tables and
+        files (not ``hop_nmse``; the node-aware fields only where a node-aware scheme set them)."""
         node = ("intra_s", "inter_s", "inter_bytes")  # only node-aware schemes fill them
         keep_node = any(getattr(self, k) for k in node)
         out: dict[str, float | int] = {f.name: getattr(self, f.name) for f in fields(self)
-                                       if f.name != "phases" and (keep_node or f.name not in node)}
+                                       if f.name not in ("phases", "hop_nmse")
+                                       and (keep_node or f.name not in node)}
         out["total_s"] = self.total_s
         out.update({f"phase_{k}_s": v for k, v in self.phases.items()})
         return out
@@ -152,7 +159,11 @@ from hpcq.collectives.baselines import (  # noqa: E402
     allreduce_mean,
     iallreduce_mean,
 )
+from hpcq.collectives.intsum import int_mean  # noqa: E402
+from hpcq.collectives.pipelined import pipelined_mean  # noqa: E402
 from hpcq.collectives.ps import ps_mean, ps_reduce_mean  # noqa: E402
+from hpcq.collectives.rhd import rhd_mean  # noqa: E402
+from hpcq.collectives.ring import allgather_chunks, reduce_scatter_mean, ring_mean  # noqa: E402
 from hpcq.collectives.twophase import itwo_phase_mean, two_phase_mean  # noqa: E402
 
 __all__ = [
@@ -160,5 +171,7 @@ __all__ = [
     "allgather_mean", "allreduce_cast_mean",
     "allreduce_mean", "average_messages", "chunk_bounds", "iallgather_mean", "iallreduce_mean",
     "idle_barrier",
-    "itwo_phase_mean", "ps_mean", "ps_reduce_mean", "register", "second_seed", "two_phase_mean",
+    "allgather_chunks", "int_mean", "itwo_phase_mean", "pipelined_mean", "ps_mean",
+    "ps_reduce_mean", "reduce_scatter_mean", "register", "rhd_mean", "ring_mean", "second_seed",
+    "two_phase_mean",
 ]
