@@ -24,6 +24,8 @@ from hpcq._version import __version__
 from hpcq.registry import Registry
 
 BAD_INPUT = (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError)
+#: Commands whose Ctrl-C / SIGTERM goes through hpcq.interrupt (MPI runs: no rank may hang).
+INTERRUPTIBLE = ("run", "bench")
 
 
 class Arg(NamedTuple):
@@ -135,7 +137,12 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from mpi4py import MPI
+
+    from hpcq import interrupt
     from hpcq.bench import BENCHES
+
+    interrupt.attach(MPI.COMM_WORLD)
 
     return BENCHES.get(args.bench).main(args)
 
@@ -158,7 +165,10 @@ COMMANDS.register("bench")(Command("run a benchmark (hpcq bench kernels -h)", _c
 def cmd_run(args: argparse.Namespace) -> int:
     from mpi4py import MPI
 
+    from hpcq import interrupt
     from hpcq.runner import run_job
+
+    interrupt.attach(MPI.COMM_WORLD)  # Ctrl-C on any rank reaches rank 0, which aborts all
 
     return run_job(MPI.COMM_WORLD, args.job, output=args.output, append=args.append,
                    resume=args.resume, dry_run=args.dry_run, overrides=args.overrides,
@@ -340,12 +350,18 @@ def _world() -> tuple[int, int, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hpcq`` console script; returns the exit code."""
+    from hpcq import interrupt
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if next((a for a in argv if not a.startswith("-")), None) in INTERRUPTIBLE:
+        interrupt.install()  # before the imports and MPI: Ctrl-C at start-up is handled too
     try:
         args = build_parser().parse_args(argv)
         args.command_line = ["hpcq", *argv]  # recorded in result files
-        return COMMANDS.get(args.command).run(args)
+        code = COMMANDS.get(args.command).run(args)
+        interrupt.settle()
+        return code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `hpcq info | head`: the reader left; not an error of ours
@@ -364,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if rank == 0:
                 print(f"hpcq: error: {text}", file=sys.stderr, flush=True)
             return e.exit_code
+        interrupt.settle()  # an error caused by an interrupt under way: let it end the run
         prefix = f"[rank {rank}] " if size > 1 else ""
         print(f"{prefix}hpcq: error: {text or type(e).__name__}", file=sys.stderr, flush=True)
         if world is not None and size > 1:

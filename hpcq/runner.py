@@ -253,6 +253,12 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
     else:
         err = None
     _everywhere(comm, (None, err))
+    # --- hpcq.interrupt: what Ctrl-C / SIGTERM reports from here on (kept cases, --resume)
+    from hpcq import interrupt
+
+    interrupt.track(output=out, total=len(cases), before=len(cases) - len(todo),
+                    command_line=command_line or sys.argv, nprocs=comm.Get_size(), store=store)
+    # ---
     if rank == 0 and resume:
         print(f"hpcq: resuming {out}: {len(cases) - len(todo)} of {len(cases)} cases already "
               f"there", file=sys.stderr)

@@ -63,6 +63,7 @@ import contextlib
 import os
 import shutil
 import socket
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -91,6 +92,9 @@ SCHEMA_VERSION = "1.2.0"
 Series = tuple[Any, str]
 
 _COMPRESS_ABOVE = 1 << 16  # elements; raw timing samples stay contiguous and small
+#: Held while a result file is created or committed: the interrupt watcher (hpcq.interrupt)
+#: takes it before aborting, so no commit is cut short and no temporary file is left.
+COMMIT_LOCK = threading.RLock()
 _T = TypeVar("_T")
 
 
@@ -273,6 +277,7 @@ class ResultFile:
     ) -> None:
         self.path = Path(path)
         self._identity: tuple[int, ...] | None = None
+        self.cases_written = 0  # by this writer (the interrupt line counts them)
         _clean_stale(self.path)
         attrs = dict(provenance, hpcq_format=SCHEMA_VERSION)
         if not self.path.exists():
@@ -297,6 +302,10 @@ class ResultFile:
         self.run = self._commit(add_run)
 
     def _create(self, attrs: Mapping[str, Any], append: bool) -> None:
+        with COMMIT_LOCK:
+            self._create_locked(attrs, append)
+
+    def _create_locked(self, attrs: Mapping[str, Any], append: bool) -> None:
         tmp = _tmp_path(self.path)
         try:
             tmp.unlink(missing_ok=True)  # may be a hard link to a file of this name
@@ -320,6 +329,10 @@ class ResultFile:
 
     def _commit(self, modify: Callable[[h5py.File], _T]) -> _T:
         """Apply ``modify`` to a copy of the file, then atomically replace the file by it."""
+        with COMMIT_LOCK:
+            return self._commit_locked(modify)
+
+    def _commit_locked(self, modify: Callable[[h5py.File], _T]) -> _T:
         tmp = _tmp_path(self.path)
         before = _identity(self.path)
         if self._identity is not None and before != self._identity:
@@ -414,7 +427,9 @@ class ResultFile:
                 names.append(name)
             return names
 
-        return self._commit(add)
+        names = self._commit(add)
+        self.cases_written += len(names)
+        return names
 
     def completed_keys(self) -> set[str]:
         """The keys of the complete cases in the file, over all its runs."""
