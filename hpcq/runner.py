@@ -212,6 +212,10 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
         out = output or job.job.output
         if resume and not out:
             raise JobError("--resume needs the result file: give -o FILE.h5 or [job] output")
+        if not dry_run:  # hpcq.store: the location is usable, before any MPI work
+            from hpcq.store import check_output
+
+            check_output(out or "hpcq-results.h5")
         done: set[str] = set()
         if resume and Path(out).exists():
             from hpcq.store import completed_keys

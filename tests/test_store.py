@@ -280,13 +280,12 @@ import numpy as np
 import hpcq.store as s
 from test_store import _write
 store = _write(__import__("pathlib").Path({str(path)!r}))
-# die in the middle of a third case: after its data, before it is marked complete
-real = s._write_attrs
-def dying(obj, attrs):
-    real(obj, attrs)
-    if "finished" in attrs:
-        os.kill(os.getpid(), signal.SIGKILL)
-s._write_attrs = dying
+# die in the middle of a third case: half of the new file written to its temporary copy
+def dying(tmp, data, like):
+    with tmp.open("xb") as fo:
+        fo.write(data[: len(data) // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
+s._write_new = dying
 store.write_case("collectives", "third", {{}}, {{"x": (np.zeros(3), "s")}})
 """
     done = subprocess.run(
