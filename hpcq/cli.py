@@ -160,6 +160,8 @@ COMMANDS.register("bench")(Command("run a benchmark (hpcq bench kernels -h)", _c
          arg("--append", action="store_true", help="add to an existing result file"),
          arg("--resume", action="store_true",
              help="skip the cases the result file (-o) already holds; run the rest"),
+         arg("--allow-mixed", action="store_true",
+             help="let --resume add to a file of another job file or rank count"),
          arg("--shard", metavar="K/N", help="run only cases i with i %% N == K (array tasks)"),
          arg("--dry-run", action="store_true", help="print the expanded cases and exit"))
 def cmd_run(args: argparse.Namespace) -> int:
@@ -172,7 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     return run_job(MPI.COMM_WORLD, args.job, output=args.output, append=args.append,
                    resume=args.resume, dry_run=args.dry_run, overrides=args.overrides,
-                   shard=args.shard, command_line=args.command_line)
+                   shard=args.shard, command_line=args.command_line,
+                   allow_mixed=args.allow_mixed)
 
 
 @command("submit", "render an sbatch script for a job file and submit it to SLURM",

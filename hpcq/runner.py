@@ -168,7 +168,8 @@ def _describe(cases: Sequence[Case], done: set[str]) -> str:
 
 def run_job(comm: Any, path: str | None, *, output: str | None = None, append: bool = False,
             resume: bool = False, dry_run: bool = False, overrides: Sequence[str] = (),
-            shard: str | None = None, command_line: list[str] | None = None) -> int:
+            shard: str | None = None, command_line: list[str] | None = None,
+            allow_mixed: bool = False) -> int:
     """Run a job on every rank of ``comm``; rank 0 prints tables and writes the result file.
 
     Parameters
@@ -192,6 +193,8 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
         ``"K/N"``: run only the cases whose index i has ``i % N == K`` (an array task).
     command_line : list of str, optional
         Recorded in the file (default ``sys.argv``).
+    allow_mixed : bool
+        Let ``--resume`` add to a file written by another job text or rank count.
 
     Returns
     -------
@@ -218,8 +221,10 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
             check_output(out or "hpcq-results.h5")
         done: set[str] = set()
         if resume and Path(out).exists():
-            from hpcq.store import completed_keys
+            from hpcq.store import check_resume, completed_keys
 
+            if not allow_mixed:  # hpcq.store: same job text and rank count, or refuse
+                check_resume(out, job.text, comm.Get_size())
             done = completed_keys(out)
         return job, cases, notes, out, done
 

@@ -672,6 +672,26 @@ def case_key(params: Mapping[str, Any]) -> str:
     return json.dumps(dict(params), sort_keys=True, separators=(",", ":"), default=str)
 
 
+def check_resume(path: str | Path, config_toml: str, nprocs: int) -> None:
+    """Refuse to resume ``path`` from another job text or rank count (one line, what differs).
+
+    A case key holds the case's parameters, not the job file or the number of ranks, so
+    resuming with either changed would silently mix two runs' cases in one file (the
+    root's ``config_toml`` staying the first job's).  ``hpcq run --allow-mixed`` skips this.
+    """
+    for i, run in enumerate(read_runs(path)):
+        theirs = run.get("nprocs")
+        if theirs is not None and int(theirs) != nprocs:
+            raise ValueError(f"--resume: {str(path)!r} was written on {theirs} rank(s) (run "
+                             f"{i}), this run has {nprocs}; use the same rank count, another "
+                             f"-o, or --allow-mixed to mix them on purpose")
+        text = run.get("config_toml")
+        if text is not None and text != config_toml:
+            raise ValueError(f"--resume: {str(path)!r} was written by another job file (run "
+                             f"{i}: its job text differs); resume with that job, use another "
+                             f"-o, or --allow-mixed to mix them on purpose")
+
+
 def completed_keys(path: str | Path) -> set[str]:
     """The ``case_key`` of every complete case in result file ``path`` (empty if it is missing).
 
