@@ -32,6 +32,7 @@ from typing import Any
 from hpcq.affinity import bind_local_ranks
 from hpcq.config import (
     CheckFailed,
+    check_case_count,
     CollectivesTable,
     Job,
     JobError,
@@ -119,6 +120,7 @@ def expand_job(job: Job) -> tuple[list[Case], list[str]]:
             for tc in expanded_t:
                 key = case_key(tc.params())
                 cases.setdefault(key, Case("train", tc.label, key, tc, point))
+        check_case_count(job, len(cases))  # hpcq.config: [job] max_cases, stops early
     return list(cases.values()), notes
 
 
