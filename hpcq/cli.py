@@ -170,6 +170,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hpcq import interrupt
     from hpcq.runner import run_job
 
+    if args.append and args.resume:
+        raise ValueError("--append and --resume together: --resume already adds to the file "
+                         "(skipping the cases it holds); give one of them")
     interrupt.attach(MPI.COMM_WORLD)  # Ctrl-C on any rank reaches rank 0, which aborts all
 
     return run_job(MPI.COMM_WORLD, args.job, output=args.output, append=args.append,
@@ -184,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
          arg("--cpus-per-task", type=int, default=1),
          arg("--time", default="00:30:00", help="wall-clock limit (default 00:30:00)"),
          arg("--partition"), arg("--account"), arg("--qos"), arg("--mem"), arg("--constraint"),
-         arg("--array", type=int, default=0, metavar="N",
+         arg("--array", type=int, default=None, metavar="N",
              help="split the job's cases over N array tasks (merge them with hpcq merge)"),
          arg("--setup", action="append", default=[], metavar="COMMAND",
              help="a command run first, e.g. 'module load mpi' (repeatable; after the job "
@@ -198,6 +201,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from hpcq.launch import Resources, render_sbatch, submit
     from hpcq.runner import read_job
 
+    if args.array is not None and args.array < 1:
+        raise ValueError(f"--array {args.array}: give N >= 1 array tasks, or leave --array out")
+    args.array = args.array or 0
     job = read_job(args.job, args.overrides)  # one-line errors naming the file, table, key
     res = Resources(args.nodes, args.ntasks_per_node, args.cpus_per_task, args.time,
                     args.partition, args.account, args.qos, args.mem, args.constraint,
@@ -269,7 +275,10 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     comps, notes = resolve_compressors(specs, skip_unavailable=args.compressors is None)
     for note in notes:
         print(f"hpcq: note: {note}", file=sys.stderr)
-    sizes = kernels.parse_sizes(args.sizes)
+    try:
+        sizes = kernels.parse_sizes(args.sizes)
+    except ValueError as e:
+        raise ValueError(f"--sizes {e}") from None
     seconds = kernels.compile_kernels([c for _, c in comps], sizes)
     seconds += kernels.compile_sums(big=max(sizes) >= PARALLEL_MIN_ELEMENTS)
     cache = os.environ.get("NUMBA_CACHE_DIR") or "beside the installed kernels (__pycache__)"

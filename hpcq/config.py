@@ -264,9 +264,12 @@ def read_job(path: str | None, overrides: Sequence[str] = ()) -> Job:
             DEFAULT_JOB
     else:
         try:
-            text, source = Path(path).read_text(), path
+            text, source = Path(path).read_text(encoding="utf-8"), path
         except OSError as e:
             raise JobError(f"{path}: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise JobError(f"{path}: not a text file (byte {e.start} is not UTF-8); a job "
+                           f"file is TOML text, see docs/jobs.md") from None
     return parse_job(text, source, overrides)
 
 

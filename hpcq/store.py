@@ -540,6 +540,10 @@ def merge(inputs: Sequence[str | Path], output: str | Path,
     paths = [Path(p) for p in inputs]
     if not paths:
         raise ValueError("merge: give at least one result file")
+    if Path(output).exists():
+        raise FileExistsError(f"merge: output {str(output)!r} exists; merge writes a new file: "
+                              f"choose another -o or remove it first")
+    check_output(output)
     for p in paths:
         version = schema_version(p)
         theirs = _version_tuple(version)[:2]

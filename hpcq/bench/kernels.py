@@ -80,10 +80,16 @@ def parse_sizes(text: str) -> list[int]:
         else:
             logs = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise ValueError(f"--sizes {text!r}: expected log2 sizes as LO:HI[:STEP] or a comma "
+        raise ValueError(f"{text!r}: expected log2 sizes as LO:HI[:STEP] or a comma "
                          f"list, e.g. 12:24 or 12,16,20") from None
-    if not logs or min(logs) < 0 or max(logs) > 30:
-        raise ValueError(f"--sizes {text!r}: log2 sizes must lie in 0..30")
+    if not text.strip():
+        raise ValueError(f"{text!r} is empty: give log2 sizes as LO:HI[:STEP] or a comma list, "
+                         f"e.g. 12:24 or 12,16,20")
+    if not logs:
+        raise ValueError(f"{text!r} holds no size: LO is above HI; write LO:HI with LO <= HI, "
+                         f"e.g. 3:5")
+    if min(logs) < 0 or max(logs) > 30:
+        raise ValueError(f"{text!r}: log2 sizes must lie in 0..30")
     return [1 << k for k in logs]
 
 
@@ -465,7 +471,10 @@ def main(args: argparse.Namespace) -> int:
 
     if args.repeats < 1 or args.warmup < 0:
         raise ValueError("--repeats must be >= 1 and --warmup >= 0")
-    sizes = parse_sizes(args.sizes)
+    try:
+        sizes = parse_sizes(args.sizes)
+    except ValueError as e:
+        raise ValueError(f"--sizes {e}") from None
     if args.threads is not None:
         most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
         if not 1 <= args.threads <= most:
