@@ -82,3 +82,28 @@ def test_output_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_encode_seed_must_be_an_integer() -> None:
     with pytest.raises(ValueError, match="seed must be an integer"):
         compressor("fp16").encode(np.ones(3, np.float32), seed=1.5)  # type: ignore[arg-type]
+
+
+def test_huge_quadratic_refused_at_validation(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    job = tmp_path / "j.toml"
+    job.write_text(HEAD + '[train]\nproblems = ["quadratic:d=1099511627776"]\nmethods = ["gd"]\n'
+                   'compressors = ["fp32"]\n')
+    assert main(["run", str(job), "--dry-run"]) == 2
+    line = _one_line(capsys)
+    assert str(job) in line and "d=1099511627776 is above its maximum" in line
+
+
+def test_corrupt_gz_data_named_at_validation(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+
+    data = tmp_path / "d.svm.gz"
+    good = gzip.compress(b"".join(b"1 1:0.5 2:1.5\n" for _ in range(200)))
+    data.write_bytes(good[:20] + bytes(b ^ 0xFF for b in good[20:40]) + good[40:])
+    job = tmp_path / "j.toml"
+    job.write_text(HEAD + f'[train]\nproblems = ["logistic:data={data}"]\nmethods = ["gd"]\n'
+                   'compressors = ["fp32"]\n')
+    assert main(["run", str(job), "--dry-run"]) == 2
+    line = _one_line(capsys)
+    assert str(data) in line and "corrupt" in line
