@@ -527,8 +527,10 @@ def merge(inputs: Sequence[str | Path], output: str | Path,
     input follows as a run of its own with the attribute ``source_file``, and
     every complete case is copied as it is (datasets, units, attributes), its
     ``run`` pointing to its input run and ``source_file`` naming its file.  A case
-    whose ``case_key`` an earlier input already holds is left out (a case run by
-    two tasks, or a file given twice); cases without a key are always kept.
+    whose ``case_key`` an earlier input already holds at the same rank count (its
+    run's ``nprocs``) is left out (a case run by two tasks, or a file given twice);
+    the same case at another rank count is another measurement and is kept; cases
+    without a key are always kept.
     Inputs must be readable hpcq files of this schema version; ``output`` must not
     exist.  Written atomically like every change.
 
@@ -556,11 +558,13 @@ def merge(inputs: Sequence[str | Path], output: str | Path,
     counts = {"inputs": len(paths), "cases": 0, "duplicates": 0}
 
     def copy_all(f: h5py.File) -> None:
-        seen: set[str] = set()
+        seen: set[tuple[str, Any]] = set()
         runs, cases = f["runs"], f["cases"]
         for p in paths:
             with h5py.File(p, "r") as src:
                 offset = len(runs)
+                nprocs = {int(name[3:]): _py(src["runs"][name].attrs.get("nprocs"))
+                          for name in src["runs"]}
                 for name in sorted(src["runs"]):
                     g = runs.create_group(f"run{len(runs):04d}")
                     _write_attrs(g, {k: _py(v) for k, v in src["runs"][name].attrs.items()})
@@ -570,11 +574,12 @@ def merge(inputs: Sequence[str | Path], output: str | Path,
                     if not _py(case.attrs.get("complete", False)):
                         continue
                     key = _py(case.attrs.get("case_key"))
-                    if key is not None and key in seen:
+                    ident = (key, nprocs.get(int(_py(case.attrs.get("run", 0)))))
+                    if key is not None and ident in seen:
                         counts["duplicates"] += 1
                         continue
                     if key is not None:
-                        seen.add(key)
+                        seen.add(ident)
                     new = f"case{len(cases):05d}"
                     src.copy(case, cases, name=new)
                     cases[new].attrs["run"] = offset + int(_py(case.attrs.get("run", 0)))

@@ -37,3 +37,17 @@ def test_resume_with_another_job_is_refused(tmp_path: Path,
     assert len(read_cases(out)) == 1
     assert main(["run", str(second), "-o", str(out), "--resume", "--allow-mixed"]) == 0
     assert len(read_cases(out)) == 2
+
+
+def test_merge_keeps_a_case_measured_at_another_rank_count(tmp_path: Path) -> None:
+    from hpcq.store import merge
+
+    files = []
+    for nprocs in (2, 4, 4):
+        path = tmp_path / f"r{len(files)}.h5"
+        with ResultFile(path, {"software": "hpcq", "nprocs": nprocs}) as f:
+            f.write_case("collectives", "same case", {}, {}, key='{"d":8}')
+        files.append(path)
+    counts = merge(files, tmp_path / "all.h5", {"software": "hpcq"})
+    assert counts == {"inputs": 3, "cases": 2, "duplicates": 1}
+    assert len(read_cases(tmp_path / "all.h5")) == 2
