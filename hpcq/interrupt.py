@@ -172,6 +172,14 @@ def _stop_world(sig: signal.Signals, code: int) -> None:
         comm.Abort(code)
 
 
+def _close(writer: Any) -> None:
+    """Record the run's end time (its cases are already committed); never raises."""
+    try:
+        writer.close()
+    except Exception:  # noqa: BLE001 - the cases are safe whatever this does
+        pass
+
+
 def _report(sig: signal.Signals, rank: int, comm: Any) -> None:
     """Close the run's store under the commit lock, then print the one line."""
     run = _state.run
@@ -179,16 +187,17 @@ def _report(sig: signal.Signals, rank: int, comm: Any) -> None:
     store = sys.modules.get("hpcq.store")  # not imported yet: no file is being written
     if store is not None:
         store.COMMIT_LOCK.acquire(timeout=COMMIT_WAIT_S)  # never released: the process ends
-    if run is None:
+    writer = getattr(store, "LAST_WRITER", None)
+    if run is None and writer is not None:  # a benchmark writing its own file
+        _close(writer)
+        text = f"{writer.cases_written} case(s) of this run kept in {writer.path}"
+    elif run is None:
         text = "stopped before this run wrote any case (a result file keeps what it held)"
     else:
         kept = run.before
         if run.store is not None:
             kept += run.store.cases_written
-            try:
-                run.store.close()  # the run's end time; the cases are already committed
-            except Exception:  # noqa: BLE001 - the cases are safe whatever this does
-                pass
+            _close(run.store)
             where = f"{kept} of {run.total} cases kept in {run.output}"
         else:
             where = f"the cases finished so far are kept in {run.output}"

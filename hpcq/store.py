@@ -104,6 +104,9 @@ _COMPRESS_ABOVE = 1 << 16  # elements; raw timing samples stay contiguous and sm
 #: Held while a result file is created or committed: the interrupt watcher (hpcq.interrupt)
 #: takes it before aborting, so no commit is cut short and no temporary file is left.
 COMMIT_LOCK = threading.RLock()
+#: The last :class:`ResultFile` this process opened: what an interrupt of a benchmark
+#: (no run tracked by hpcq.interrupt.track) reports as kept.
+LAST_WRITER: ResultFile | None = None
 _T = TypeVar("_T")
 
 
@@ -332,9 +335,11 @@ class ResultFile:
         self.cases_written = 0  # by this writer (the interrupt line counts them)
         _clean_stale(self.path)
         attrs = dict(provenance, hpcq_format=SCHEMA_VERSION)
+        global LAST_WRITER
         if not self.path.exists():
             self.run, self._created = 0, True
             self._create(attrs, append or resume)
+            LAST_WRITER = self
             return
         if not (append or resume):
             raise FileExistsError(
@@ -352,6 +357,7 @@ class ResultFile:
             return run
 
         self.run = self._commit(add_run)
+        LAST_WRITER = self
 
     def _create(self, attrs: Mapping[str, Any], append: bool) -> None:
         with COMMIT_LOCK:

@@ -62,22 +62,25 @@ def _handles_sigterm(pid: int) -> bool:
     return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
 
 
-def _interrupt(tmp_path: Path, target: str, sig: signal.Signals, after_cases: int
+def _interrupt(tmp_path: Path, target: str, sig: signal.Signals, after_cases: int,
+               job_text: str = JOB, args: list[str] | None = None
                ) -> tuple[subprocess.CompletedProcess[str], float, Path]:
-    """Run JOB on 2 ranks, send ``sig`` to ``target`` ("mpiexec", "rank0", "rank1") once
-    ``after_cases`` cases are done (0: at start-up, as soon as both ranks handle signals)."""
+    """Run ``job_text`` (or ``hpcq *args``) on 2 ranks, send ``sig`` to ``target``
+    ("mpiexec", "rank0", "rank1") once ``after_cases`` cases are done (0: at start-up, as
+    soon as both ranks handle signals)."""
     launcher = find_mpiexec()
     if launcher is None:
         pytest.skip("no MPI launcher: set $MPIEXEC or install one (pip install mpich)")
     if not Path("/proc/self/environ").exists():
         pytest.skip("finding the ranks' processes needs /proc")
     job, out = tmp_path / "job.toml", tmp_path / "out.h5"
-    job.write_text(JOB)
+    job.write_text(job_text)
     env = mpi_env()
     marker = os.getpid() * 1000 + len(list(tmp_path.parent.iterdir()))  # this run's tag
     env["HPCQ_SIGNAL_TEST"] = str(marker)  # inherited by the ranks: finds them in /proc
     env["PYTHONFAULTHANDLER"] = "1"  # a hung rank's stacks on SIGABRT
-    argv = [launcher, "-n", "2", sys.executable, "-m", "hpcq", "run", str(job), "-o", str(out)]
+    argv = [launcher, "-n", "2", sys.executable, "-m", "hpcq",
+            *(args or ["run", str(job)]), "-o", str(out)]
     log = tmp_path / "stderr.txt"
     with log.open("w") as err:
         proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
@@ -147,6 +150,42 @@ def test_signal_at_start_up_never_hangs(warm_cache: None, tmp_path: Path, target
     lines = [ln for ln in done.stderr.splitlines() if "hpcq: interrupted" in ln]
     assert len(lines) == 1 and lines[0].startswith(f"hpcq: interrupted by {sig.name}"), report
     assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name], report
+
+
+TRAIN_JOB = """format = "hpcq-job"
+version = 1
+[train]
+problems = ["lstsq:m=256,n=32,kappa=10"]
+methods = ["gd", "dqgd:bits=8"]
+compressors = ["fp32", "qsgd:bits=4", "sign"]
+iterations = 3000
+log_every = 100
+"""
+
+
+def test_sigterm_during_training(warm_cache: None, tmp_path: Path) -> None:
+    from hpcq.store import read_cases
+
+    done, took, out = _interrupt(tmp_path, "rank1", signal.SIGTERM, 1, job_text=TRAIN_JOB)
+    report = f"exit {done.returncode} after {took:.1f} s\n{done.stderr}"
+    assert done.returncode == 143 and "Traceback" not in done.stderr, report
+    lines = [ln for ln in done.stderr.splitlines() if "hpcq: interrupted" in ln]
+    kept = len(read_cases(out))
+    assert len(lines) == 1 and f"{kept} of 4 cases kept" in lines[0], report
+
+
+def test_sigint_during_bench(warm_cache: None, tmp_path: Path) -> None:
+    from hpcq.store import read_cases
+
+    args = ["bench", "collectives", "--compressors", "qsgd:bits=4", "sign", "--schemes",
+            "allgather", "two-phase", "--sizes", "10,11", "--iterations", "600"]
+    done, took, out = _interrupt(tmp_path, "mpiexec", signal.SIGINT, 2, args=args)
+    report = f"exit {done.returncode} after {took:.1f} s\n{done.stderr}"
+    assert done.returncode == 130 and "Traceback" not in done.stderr, report
+    lines = [ln for ln in done.stderr.splitlines() if "hpcq: interrupted" in ln]
+    kept = len(read_cases(out))
+    assert kept >= 2 and len(lines) == 1, report
+    assert f"{kept} case(s) of this run kept in {out}" in lines[0], report
 
 
 def test_resume_command() -> None:
