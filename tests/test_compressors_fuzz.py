@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ def _specs() -> list[str]:
     return specs
 
 
-def _codec(spec: str):  # type: ignore[no-untyped-def]
+def _codec(spec: str) -> Any:
     try:
         return compressor(spec)
     except ValueError as e:  # a codec that takes no rotation, say: nothing to fuzz there
@@ -49,7 +50,7 @@ def _reheader(msg: np.ndarray, **fields: int) -> np.ndarray:
     return out
 
 
-def _decode_or_value_error(c, msg: np.ndarray, bound: int) -> np.ndarray | None:  # type: ignore[no-untyped-def]
+def _decode_or_value_error(c: Any, msg: np.ndarray, bound: int) -> np.ndarray | None:
     try:
         y = c.decode(msg)
     except ValueError:

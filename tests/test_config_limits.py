@@ -15,7 +15,8 @@ COLL = '[collectives]\ncompressors = ["sign", "fp16"]\nschemes = ["allgather"]\n
 
 def test_huge_sweep_refused_before_any_case() -> None:
     values = ", ".join(str(i) for i in range(1, 1001))
-    text = HEAD + COLL + f'[sweep]\n"job.seed" = [{values}]\n"collectives.iterations" = [{values}]\n'
+    text = (HEAD + COLL + f'[sweep]\n"job.seed" = [{values}]\n'
+            f'"collectives.iterations" = [{values}]\n')
     start = time.perf_counter()
     with pytest.raises(JobError, match=r"1000000 sweep points, above \[job\] max_cases = 100000"):
         expand_job(parse_job(text, "big.toml"))
