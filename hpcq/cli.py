@@ -25,6 +25,8 @@ from hpcq._version import __version__
 from hpcq.registry import Registry
 
 BAD_INPUT = (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError)
+#: Commands whose Ctrl-C / SIGTERM goes through hpcq.interrupt (MPI runs: no rank may hang).
+INTERRUPTIBLE = ("run", "bench")
 
 
 class Arg(NamedTuple):
@@ -156,10 +158,12 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mpi4py import MPI
 
+    from hpcq import interrupt
     from hpcq.bench import BENCHES
     from hpcq.config import JobError
     from hpcq.runner import run_job
 
+    interrupt.attach(MPI.COMM_WORLD)
     job = BENCHES.get(args.bench).to_job(args)
     try:
         return run_job(MPI.COMM_WORLD, None, output=args.output, append=args.append, job=job,
@@ -184,16 +188,25 @@ COMMANDS.register("bench")(Command("run a benchmark (hpcq bench kernels -h)", _c
          arg("--append", action="store_true", help="add to an existing result file"),
          arg("--resume", action="store_true",
              help="skip the cases the result file (-o) already holds; run the rest"),
+         arg("--allow-mixed", action="store_true",
+             help="let --resume add to a file of another job file or rank count"),
          arg("--shard", metavar="K/N", help="run only cases i with i %% N == K (array tasks)"),
          arg("--dry-run", action="store_true", help="print the expanded cases and exit"))
 def cmd_run(args: argparse.Namespace) -> int:
     from mpi4py import MPI
 
+    from hpcq import interrupt
     from hpcq.runner import run_job
+
+    if args.append and args.resume:
+        raise ValueError("--append and --resume together: --resume already adds to the file "
+                         "(skipping the cases it holds); give one of them")
+    interrupt.attach(MPI.COMM_WORLD)  # Ctrl-C on any rank reaches rank 0, which aborts all
 
     return run_job(MPI.COMM_WORLD, args.job, output=args.output, append=args.append,
                    resume=args.resume, dry_run=args.dry_run, overrides=args.overrides,
-                   shard=args.shard, command_line=args.command_line)
+                   shard=args.shard, command_line=args.command_line,
+                   allow_mixed=args.allow_mixed)
 
 
 @command("submit", "render an sbatch script for a job file and submit it to SLURM",
@@ -202,7 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
          arg("--cpus-per-task", type=int, default=1),
          arg("--time", default="00:30:00", help="wall-clock limit (default 00:30:00)"),
          arg("--partition"), arg("--account"), arg("--qos"), arg("--mem"), arg("--constraint"),
-         arg("--array", type=int, default=0, metavar="N",
+         arg("--array", type=int, default=None, metavar="N",
              help="split the job's cases over N array tasks (merge them with hpcq merge)"),
          arg("--setup", action="append", default=[], metavar="COMMAND",
              help="a command run first, e.g. 'module load mpi' (repeatable; after the job "
@@ -216,6 +229,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from hpcq.launch import Resources, render_sbatch, submit
     from hpcq.runner import read_job
 
+    if args.array is not None and args.array < 1:
+        raise ValueError(f"--array {args.array}: give N >= 1 array tasks, or leave --array out")
+    args.array = args.array or 0
     job = read_job(args.job, args.overrides)  # one-line errors naming the file, table, key
     res = Resources(args.nodes, args.ntasks_per_node, args.cpus_per_task, args.time,
                     args.partition, args.account, args.qos, args.mem, args.constraint,
@@ -293,7 +309,10 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     comps, notes = resolve_compressors(specs, skip_unavailable=args.compressors is None)
     for note in notes:
         print(f"hpcq: note: {note}", file=sys.stderr)
-    sizes = kernels.parse_sizes(args.sizes)
+    try:
+        sizes = kernels.parse_sizes(args.sizes)
+    except ValueError as e:
+        raise ValueError(f"--sizes {e}") from None
     seconds = kernels.compile_kernels([c for _, c in comps], sizes)
     seconds += kernels.compile_sums(big=max(sizes) >= PARALLEL_MIN_ELEMENTS)
     cache = os.environ.get("NUMBA_CACHE_DIR") or "beside the installed kernels (__pycache__)"
@@ -418,12 +437,18 @@ def _world() -> tuple[int, int, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hpcq`` console script; returns the exit code."""
+    from hpcq import interrupt
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if next((a for a in argv if not a.startswith("-")), None) in INTERRUPTIBLE:
+        interrupt.install()  # before the imports and MPI: Ctrl-C at start-up is handled too
     try:
         args = build_parser().parse_args(argv)
         args.command_line = ["hpcq", *argv]  # recorded in result files
-        return COMMANDS.get(args.command).run(args)
+        code = COMMANDS.get(args.command).run(args)
+        interrupt.settle()
+        return code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `hpcq info | head`: the reader left; not an error of ours
@@ -442,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if rank == 0:
                 print(f"hpcq: error: {text}", file=sys.stderr, flush=True)
             return e.exit_code
+        interrupt.settle()  # an error caused by an interrupt under way: let it end the run
         prefix = f"[rank {rank}] " if size > 1 else ""
         print(f"{prefix}hpcq: error: {text or type(e).__name__}", file=sys.stderr, flush=True)
         if world is not None and size > 1:

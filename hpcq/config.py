@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -47,6 +48,7 @@ class JobTable:
     output: str = ""
     skip_unavailable: bool = False
     setup: tuple[str, ...] = ()  # commands a batch script runs first (hpcq submit)
+    max_cases: int = 100_000  # a larger job is refused at validation (a typo in a sweep)
 
 
 @dataclass(frozen=True)
@@ -279,14 +281,29 @@ def read_job(path: str | None, overrides: Sequence[str] = ()) -> Job:
             DEFAULT_JOB
     else:
         try:
-            text, source = Path(path).read_text(), path
+            text, source = Path(path).read_text(encoding="utf-8"), path
         except OSError as e:
             raise JobError(f"{path}: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise JobError(f"{path}: not a text file (byte {e.start} is not UTF-8); a job "
+                           f"file is TOML text, see docs/jobs.md") from None
     return parse_job(text, source, overrides)
 
 
+def check_case_count(job: Job, count: int, what: str = "cases") -> None:
+    """Refuse a job of more than ``[job] max_cases`` cases (or sweep points): JobError."""
+    limit = job.job.max_cases
+    if count > limit:
+        raise JobError(f"{job.source}: the job makes {'at least ' if what == 'cases' else ''}"
+                       f"{count} {what}, above [job] max_cases = {limit}; narrow the [sweep] "
+                       f"or the lists, or raise the limit (--set job.max_cases={count})")
+
+
 def variants(job: Job) -> list[tuple[tuple[tuple[str, Any], ...], Job]]:
-    """Every point of the ``[sweep]`` product, (point, job with its values), in file order."""
+    """Every point of the ``[sweep]`` product, (point, job with its values), in file order.
+
+    Counts the points before building any (JobError above ``[job] max_cases``)."""
+    check_case_count(job, math.prod(len(values) for _, values in job.sweep), "sweep points")
     if not job.sweep:
         return [((), job)]
     out = []

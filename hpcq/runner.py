@@ -36,6 +36,7 @@ from hpcq.config import (
     JobError,
     JobTable,
     KernelsTable,
+    check_case_count,
     parse_job,
     parse_override,
     read_job,
@@ -75,6 +76,7 @@ def expand_job(job: Job) -> tuple[list[Case], list[str]]:
             for e in kind.expand(j, notes):
                 cases.setdefault(e.key, Case(e.bench.kind, e.bench.label, e.key, e.bench, point,
                                              e.check, kind.name))
+        check_case_count(job, len(cases))  # hpcq.config: [job] max_cases, stops early
     return list(cases.values()), notes
 
 
@@ -110,7 +112,7 @@ def _describe(cases: Sequence[Case], done: set[str]) -> str:
 def run_job(comm: Any, path: str | None, *, output: str | None = None, append: bool = False,
             resume: bool = False, dry_run: bool = False, overrides: Sequence[str] = (),
             shard: str | None = None, command_line: list[str] | None = None,
-            job: Job | None = None, save: bool = True) -> int:
+            job: Job | None = None, save: bool = True, allow_mixed: bool = False) -> int:
     """Run a job on every rank of ``comm``; rank 0 prints tables and writes the result file.
 
     Parameters
@@ -139,6 +141,8 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
         ignored.
     save : bool
         Write a result file (``hpcq bench`` without ``-o`` only prints its table).
+    allow_mixed : bool
+        Let ``--resume`` add to a file written by another job text or rank count.
 
     Returns
     -------
@@ -161,10 +165,16 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
         out = output or job.job.output
         if resume and not out:
             raise JobError("--resume needs the result file: give -o FILE.h5 or [job] output")
+        if not dry_run and save:  # hpcq.store: the location is usable, before any MPI work
+            from hpcq.store import check_output
+
+            check_output(out or "hpcq-results.h5")
         done: set[str] = set()
         if resume and Path(out).exists():
-            from hpcq.store import completed_keys
+            from hpcq.store import check_resume, completed_keys
 
+            if not allow_mixed:  # hpcq.store: same job text and rank count, or refuse
+                check_resume(out, job.text, comm.Get_size())
             done = completed_keys(out)
         return job, cases, notes, out, done
 
@@ -202,6 +212,14 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
     else:
         err = None
     _everywhere(comm, (None, err))
+    # --- hpcq.interrupt: what Ctrl-C / SIGTERM reports from here on (kept cases, --resume)
+    from hpcq import interrupt
+
+    if save:  # without a result file (hpcq bench without -o) there is nothing to report kept
+        interrupt.track(output=out, total=len(cases), before=len(cases) - len(todo),
+                        command_line=command_line or sys.argv, nprocs=comm.Get_size(),
+                        store=store, resumable=given is None)
+    # ---
     if rank == 0 and resume:
         print(f"hpcq: resuming {out}: {len(cases) - len(todo)} of {len(cases)} cases already "
               f"there", file=sys.stderr)

@@ -32,8 +32,9 @@ Crash safety
 ------------
 Results are never lost, whenever the writer dies (SIGKILL, node failure, time
 limit): the file is never modified in place.  Every change (a new file, a new
-run, each case, the end time) is made on a copy, ``.NAME.tmp-HOST-PID`` beside
-it, which is closed, fsync'ed and renamed over the original (``os.replace``,
+run, each case, the end time) is made by HDF5 on a copy of the file in memory,
+written with plain writes to ``.NAME.tmp-HOST-PID`` beside it, fsync'ed and
+renamed over the original (``os.replace``,
 atomic on POSIX); the directory is fsync'ed too.  So ``NAME`` is always either
 the file before or the file after one complete change.  A new file is published
 with ``os.link``, which fails if the name exists, so two runs racing for one name
@@ -46,7 +47,13 @@ that finds the file changed by someone else since its last commit refuses to
 overwrite it (the check and the rename are not atomic together; two writers
 racing within that instant can still lose one's last change).
 
-The price is a copy of the file per commit, linear in its size.  Appending one
+A full disk, a read-only or vanished directory fails a plain write, never HDF5
+(whose close crashed the process on ENOSPC): one error naming the file and the
+errno, the temporary file removed, the file as it was.  :func:`check_output`
+refuses an unusable location before a run starts.
+
+The price is a copy of the file per commit, linear in its size (and the file held
+in memory while it is changed).  Appending one
 case (4 datasets of (4, 100) float64), median of 10, on a VM's virtio disk
 (ext4, page cache warm): 1 MB file 3 ms, 10 MB 11-15 ms, 100 MB 70-90 ms (at
 100 MB: copy 27, fsync 33, replacing the old file 20); modifying in place (the
@@ -60,9 +67,12 @@ Only one process (rank 0) writes: PyPI h5py wheels are serial.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import shutil
 import socket
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -91,6 +101,12 @@ SCHEMA_VERSION = "1.2.0"
 Series = tuple[Any, str]
 
 _COMPRESS_ABOVE = 1 << 16  # elements; raw timing samples stay contiguous and small
+#: Held while a result file is created or committed: the interrupt watcher (hpcq.interrupt)
+#: takes it before aborting, so no commit is cut short and no temporary file is left.
+COMMIT_LOCK = threading.RLock()
+#: The last :class:`ResultFile` this process opened: what an interrupt of a benchmark
+#: (no run tracked by hpcq.interrupt.track) reports as kept.
+LAST_WRITER: ResultFile | None = None
 _T = TypeVar("_T")
 
 
@@ -199,28 +215,6 @@ def _fsync(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
-def _copy(src: Path, dst: Path) -> None:
-    """Copy ``src`` to a new file ``dst`` (a reflink where the file system can)."""
-    # a stale dst may be a hard link to src (a kill after os.link): never write through it
-    dst.unlink(missing_ok=True)
-    with src.open("rb") as fi, dst.open("xb") as fo:
-        size, done = os.fstat(fi.fileno()).st_size, 0
-        try:
-            while done < size:
-                n = os.copy_file_range(fi.fileno(), fo.fileno(), size - done)
-                if n == 0:
-                    break
-                done += n
-        except (AttributeError, OSError):
-            done = -1
-        if done != size:
-            fi.seek(0)
-            fo.seek(0)
-            fo.truncate()
-            shutil.copyfileobj(fi, fo, 1 << 23)
-    shutil.copymode(src, dst)  # keep the file's permissions (a read-only file stays refused)
-
-
 def _identity(path: Path) -> tuple[int, ...]:
     st = path.stat()
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -236,6 +230,71 @@ def _publish_new(tmp: Path, path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
         tmp.replace(path)
     _fsync(path.parent, directory=True)
+
+
+def _in_memory(data: bytes | None, modify: Callable[[h5py.File], _T]) -> tuple[_T, bytes]:
+    """Apply ``modify`` to the HDF5 file ``data`` (None: a new file) in memory; the result
+    and the new file's bytes."""
+    buf = io.BytesIO(data or b"")
+    with h5py.File(buf, "r+" if data else "w-") as f:
+        result = modify(f)
+    return result, buf.getvalue()
+
+
+def _write_new(tmp: Path, data: bytes, like: Path | None) -> None:
+    """Write ``data`` to the new file ``tmp`` and fsync it (permissions of ``like``)."""
+    # a stale tmp may be a hard link to the result file (a kill after os.link): never
+    # write through it
+    tmp.unlink(missing_ok=True)
+    with tmp.open("xb") as fo:
+        fo.write(data)
+        fo.flush()
+        os.fsync(fo.fileno())
+    if like is not None:
+        shutil.copymode(like, tmp)  # a read-only file stays refused
+
+
+def _write_error(path: Path, e: OSError, kept: int | None) -> OSError:
+    """One line naming the result file and the errno, and that its cases are intact."""
+    name = errno.errorcode.get(e.errno or 0, "?")
+    intact = ("" if kept == 0 else
+              "; the cases it held before are intact (add the rest with --resume)")
+    err = OSError(f"cannot write result file {str(path)!r}: {e.strerror or e} ({name}){intact}")
+    err.errno = e.errno  # str() without the "[Errno N]" prefix; the name says it
+    return err
+
+
+def check_output(path: str | Path, need_bytes: int = 256 << 10) -> None:
+    """Refuse an output location that cannot work, before any MPI work: one line each.
+
+    The directory must exist and be writable, ``path`` must not be a directory, and the
+    file system must have ``need_bytes`` free (a new file and its first cases, kB each;
+    each commit writes a whole copy, so an existing file's size is added).
+    """
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path()
+    if p.is_dir():
+        raise ValueError(f"output {str(p)!r} is a directory; give a file name, e.g. "
+                         f"-o {str(p / 'results.h5')!r}")
+    if not parent.is_dir():
+        what = "does not exist" if not parent.exists() else "is not a directory"
+        raise ValueError(f"output {str(p)!r}: directory {str(parent)!r} {what}; create it "
+                         f"(mkdir -p {str(parent)!r}) or choose another -o")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"output {str(p)!r}: directory {str(parent)!r} is not writable; "
+                         f"choose another -o")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ValueError(f"output {str(p)!r} is read-only; choose another -o")
+    try:
+        st = os.statvfs(parent)
+    except (OSError, AttributeError):
+        return  # no way to tell: the first commit will say
+    need = need_bytes + (p.stat().st_size if p.exists() else 0)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise ValueError(f"output {str(p)!r}: only {free // 1024} KiB free in "
+                         f"{str(parent)!r}, about {need // 1024} KiB needed; free some space "
+                         f"or choose another -o")
 
 
 class ResultFile:
@@ -273,11 +332,14 @@ class ResultFile:
     ) -> None:
         self.path = Path(path)
         self._identity: tuple[int, ...] | None = None
+        self.cases_written = 0  # by this writer (the interrupt line counts them)
         _clean_stale(self.path)
         attrs = dict(provenance, hpcq_format=SCHEMA_VERSION)
+        global LAST_WRITER
         if not self.path.exists():
             self.run, self._created = 0, True
             self._create(attrs, append or resume)
+            LAST_WRITER = self
             return
         if not (append or resume):
             raise FileExistsError(
@@ -295,18 +357,24 @@ class ResultFile:
             return run
 
         self.run = self._commit(add_run)
+        LAST_WRITER = self
 
     def _create(self, attrs: Mapping[str, Any], append: bool) -> None:
+        with COMMIT_LOCK:
+            self._create_locked(attrs, append)
+
+    def _create_locked(self, attrs: Mapping[str, Any], append: bool) -> None:
         tmp = _tmp_path(self.path)
+
+        def build(f: h5py.File) -> None:
+            _write_attrs(f, attrs)
+            _write_attrs(f.create_group("runs").create_group("run0000"),
+                         {**attrs, "resumed": False})
+            f.create_group("cases")
+
         try:
             tmp.unlink(missing_ok=True)  # may be a hard link to a file of this name
-            with h5py.File(tmp, "w-") as f:
-                _write_attrs(f, attrs)
-                _write_attrs(
-                    f.create_group("runs").create_group("run0000"), {**attrs, "resumed": False}
-                )
-                f.create_group("cases")
-            _fsync(tmp)
+            _write_new(tmp, _in_memory(None, build)[1], None)
             _publish_new(tmp, self.path)
         except FileExistsError:
             raise FileExistsError(
@@ -314,30 +382,42 @@ class ResultFile:
                 f"process meanwhile; choose another output name"
                 + ("" if append else " or pass --append")
             ) from None
+        except OSError as e:
+            raise _write_error(self.path, e, kept=0) from None
         finally:
             tmp.unlink(missing_ok=True)
         self._identity = _identity(self.path)
 
     def _commit(self, modify: Callable[[h5py.File], _T]) -> _T:
         """Apply ``modify`` to a copy of the file, then atomically replace the file by it."""
+        with COMMIT_LOCK:
+            return self._commit_locked(modify)
+
+    def _commit_locked(self, modify: Callable[[h5py.File], _T]) -> _T:
         tmp = _tmp_path(self.path)
-        before = _identity(self.path)
+        try:
+            before = _identity(self.path)
+        except OSError as e:  # the file or its directory vanished
+            raise _write_error(self.path, e, kept=None) from None
         if self._identity is not None and before != self._identity:
             raise RuntimeError(
                 f"result file {str(self.path)!r} was changed by another process "
                 f"since this run last wrote it; not overwriting its changes"
             )
         try:
-            _copy(self.path, tmp)
-            with h5py.File(tmp, "r+") as f:
-                result = modify(f)
-            _fsync(tmp)
+            # HDF5 works on a copy in memory: it never meets a full disk (h5py's close on
+            # ENOSPC crashed the process); only plain writes below can fail, cleanly
+            result, data = _in_memory(self.path.read_bytes(), modify)
+            _write_new(tmp, data, self.path)
             if _identity(self.path) != before:
                 raise RuntimeError(
                     f"result file {str(self.path)!r} was changed by another "
                     f"process while this run wrote it; not overwriting it"
                 )
             tmp.replace(self.path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise _write_error(self.path, e, kept=None) from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -414,7 +494,9 @@ class ResultFile:
                 names.append(name)
             return names
 
-        return self._commit(add)
+        names = self._commit(add)
+        self.cases_written += len(names)
+        return names
 
     def completed_keys(self) -> set[str]:
         """The keys of the complete cases in the file, over all its runs."""
@@ -451,8 +533,10 @@ def merge(inputs: Sequence[str | Path], output: str | Path,
     input follows as a run of its own with the attribute ``source_file``, and
     every complete case is copied as it is (datasets, units, attributes), its
     ``run`` pointing to its input run and ``source_file`` naming its file.  A case
-    whose ``case_key`` an earlier input already holds is left out (a case run by
-    two tasks, or a file given twice); cases without a key are always kept.
+    whose ``case_key`` an earlier input already holds at the same rank count (its
+    run's ``nprocs``) is left out (a case run by two tasks, or a file given twice);
+    the same case at another rank count is another measurement and is kept; cases
+    without a key are always kept.
     Inputs must be readable hpcq files of this schema version; ``output`` must not
     exist.  Written atomically like every change.
 
@@ -464,6 +548,10 @@ def merge(inputs: Sequence[str | Path], output: str | Path,
     paths = [Path(p) for p in inputs]
     if not paths:
         raise ValueError("merge: give at least one result file")
+    if Path(output).exists():
+        raise FileExistsError(f"merge: output {str(output)!r} exists; merge writes a new file: "
+                              f"choose another -o or remove it first")
+    check_output(output)
     for p in paths:
         version = schema_version(p)
         theirs = _version_tuple(version)[:2]
@@ -476,11 +564,13 @@ def merge(inputs: Sequence[str | Path], output: str | Path,
     counts = {"inputs": len(paths), "cases": 0, "duplicates": 0}
 
     def copy_all(f: h5py.File) -> None:
-        seen: set[str] = set()
+        seen: set[tuple[str, Any]] = set()
         runs, cases = f["runs"], f["cases"]
         for p in paths:
             with h5py.File(p, "r") as src:
                 offset = len(runs)
+                nprocs = {int(name[3:]): _py(src["runs"][name].attrs.get("nprocs"))
+                          for name in src["runs"]}
                 for name in sorted(src["runs"]):
                     g = runs.create_group(f"run{len(runs):04d}")
                     _write_attrs(g, {k: _py(v) for k, v in src["runs"][name].attrs.items()})
@@ -490,11 +580,12 @@ def merge(inputs: Sequence[str | Path], output: str | Path,
                     if not _py(case.attrs.get("complete", False)):
                         continue
                     key = _py(case.attrs.get("case_key"))
-                    if key is not None and key in seen:
+                    ident = (key, nprocs.get(int(_py(case.attrs.get("run", 0)))))
+                    if key is not None and ident in seen:
                         counts["duplicates"] += 1
                         continue
                     if key is not None:
-                        seen.add(key)
+                        seen.add(ident)
                     new = f"case{len(cases):05d}"
                     src.copy(case, cases, name=new)
                     cases[new].attrs["run"] = offset + int(_py(case.attrs.get("run", 0)))
@@ -594,6 +685,26 @@ def case_key(params: Mapping[str, Any]) -> str:
     import json
 
     return json.dumps(dict(params), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def check_resume(path: str | Path, config_toml: str, nprocs: int) -> None:
+    """Refuse to resume ``path`` from another job text or rank count (one line, what differs).
+
+    A case key holds the case's parameters, not the job file or the number of ranks, so
+    resuming with either changed would silently mix two runs' cases in one file (the
+    root's ``config_toml`` staying the first job's).  ``hpcq run --allow-mixed`` skips this.
+    """
+    for i, run in enumerate(read_runs(path)):
+        theirs = run.get("nprocs")
+        if theirs is not None and int(theirs) != nprocs:
+            raise ValueError(f"--resume: {str(path)!r} was written on {theirs} rank(s) (run "
+                             f"{i}), this run has {nprocs}; use the same rank count, another "
+                             f"-o, or --allow-mixed to mix them on purpose")
+        text = run.get("config_toml")
+        if text is not None and text != config_toml:
+            raise ValueError(f"--resume: {str(path)!r} was written by another job file (run "
+                             f"{i}: its job text differs); resume with that job, use another "
+                             f"-o, or --allow-mixed to mix them on purpose")
 
 
 def completed_keys(path: str | Path) -> set[str]:

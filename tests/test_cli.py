@@ -88,7 +88,7 @@ HEAD = 'format = "hpcq-job"\nversion = 1\n'
     (HEAD + "[collectives]\niterations = 0\n", ["iterations = 0", ">= 1"]),
     (HEAD + '[collectives]\ncompressors = "sign"\n',
      ["[collectives] compressors", "list of strings"]),
-    (HEAD + '[collectives]\nschemes = ["ring"]\n', ["[collectives]", "'ring'", "allgather"]),
+    (HEAD + '[collectives]\nschemes = ["butterfly"]\n', ["[collectives]", "'butterfly'", "allgather"]),
     (HEAD + '[collectives]\nschemes = ["ps-reduce"]\ncompressors = ["sign"]\n',
      ["[collectives]", "ps-reduce cannot do sign", "fp32, fp16, bf16"]),
     (HEAD + '[[collectives]]\n[[collectives]]\nsizes = "x"\n',

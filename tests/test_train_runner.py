@@ -43,7 +43,7 @@ def test_expansion_crosses_methods_compressors_bits_and_seeds() -> None:
     ("[train]\nproblems = [\"lstsq:data=/no/such/file.svm\"]\n", "no such file"),
     ("[train]\nmethods = [\"dqgd:bits=0\"]\n", r"methods: method dqgd: bits=0.0 must be > 0"),
     ("[train]\nmethods = [\"gd\"]\ncompressors = [\"qsgd:bits=99\"]\n", "compressors"),
-    ("[train]\nscheme = \"ring\"\n", "unknown scheme"),
+    ("[train]\nscheme = \"butterfly\"\n", "unknown scheme"),
     ("[train]\nmethods = [\"dqgd\"]\nbatch = 4\n", "batch"),
     ("[train]\nproblems = [\"mlp:hidden=4\"]\nmethods = [\"gd\"]\n", "step"),
 ])

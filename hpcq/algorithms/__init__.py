@@ -26,8 +26,8 @@ def _split(spec: str) -> tuple[str, dict[str, str]]:
 
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"method spec must be a non-empty string, got {spec!r}")
-    name, _, text = spec.strip().partition(":")
-    return name.strip(), _split_kv(text, name.strip())
+    name, colon, text = spec.strip().partition(":")
+    return name.strip(), _split_kv(text, name.strip(), bool(colon))
 
 
 def method(spec: str, **overrides: Any) -> Any:

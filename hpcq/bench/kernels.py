@@ -79,10 +79,16 @@ def parse_sizes(text: str) -> list[int]:
         else:
             logs = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise ValueError(f"--sizes {text!r}: expected log2 sizes as LO:HI[:STEP] or a comma "
+        raise ValueError(f"{text!r}: expected log2 sizes as LO:HI[:STEP] or a comma "
                          f"list, e.g. 12:24 or 12,16,20") from None
-    if not logs or min(logs) < 0 or max(logs) > 30:
-        raise ValueError(f"--sizes {text!r}: log2 sizes must lie in 0..30")
+    if not text.strip():
+        raise ValueError(f"{text!r} is empty: give log2 sizes as LO:HI[:STEP] or a comma list, "
+                         f"e.g. 12:24 or 12,16,20")
+    if not logs:
+        raise ValueError(f"{text!r} holds no size: LO is above HI; write LO:HI with LO <= HI, "
+                         f"e.g. 3:5")
+    if min(logs) < 0 or max(logs) > 30:
+        raise ValueError(f"{text!r}: log2 sizes must lie in 0..30")
     return [1 << k for k in logs]
 
 

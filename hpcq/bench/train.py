@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from hpcq.algorithms import METHODS, method
-from hpcq.algorithms.base import STEP_FIELDS, Context, gather_trace
+from hpcq.algorithms.base import RATE_FLOOR, STEP_FIELDS, Context, gather_trace
 from hpcq.collectives import scheme
 from hpcq.compressors import compressor
 from hpcq.problems import problem
@@ -235,6 +235,19 @@ def warm(cases: Sequence[TrainCase]) -> float:
     return time.perf_counter() - t0
 
 
+#: Units of the methods' extra per-step series (DQ's gradient Allreduce); "1" otherwise.
+_EXTRA_UNITS = {"grad_bytes": "bytes", "grad_comm": "s"}
+
+
+def _median_max(a: np.ndarray) -> float:
+    """Median over iterations of ``a`` on that phase's own slowest rank (nprocs, T); the
+    iterations a diverged run never made (NaN) are left out.  A phase only some ranks run
+    (DQ-GD's encode, on rank 0) shows its real time, not the idle rank's zero."""
+    ok = np.isfinite(a).all(axis=0)
+    v = a[:, ok].max(axis=0) if ok.any() else np.empty(0)
+    return float(np.median(v)) if v.size else math.nan
+
+
 def _median_slowest(a: np.ndarray, slowest: np.ndarray) -> float:
     """Median over iterations of ``a`` on each iteration's slowest rank (``slowest``);
     the iterations a diverged run never made (NaN) are left out."""
@@ -258,7 +271,7 @@ def run_case(comm: Any, case: TrainCase) -> tuple[dict[str, Any], dict[str, Any]
     for k in ("loss", "dist", "grad_norm"):
         data[k] = (np.asarray(getattr(trace, k), dtype=np.float64), "1")
     for k, v in trace.extra.items():
-        data[k] = (v, "1")
+        data[k] = (v, _EXTRA_UNITS.get(k, "1"))
     if trace.x is not None and trace.x.shape[0] <= _KEEP_X:
         data["x_final"] = (trace.x, "1")
     it = series["t_iter"]
@@ -281,17 +294,25 @@ def run_case(comm: Any, case: TrainCase) -> tuple[dict[str, Any], dict[str, Any]
         "wire_bytes_per_iteration": (
             float(series["bytes_sent"][:, done].mean(axis=1).max()) if bits.size else 0.0),
         "ms_per_iteration": 1e3 * _median_slowest(it, slowest),
-        "compute_ms": 1e3 * _median_slowest(series["t_compute"], slowest),
-        "encode_ms": 1e3 * _median_slowest(series["t_encode"], slowest),
-        "comm_ms": 1e3 * _median_slowest(series["t_comm"], slowest),
-        "decode_ms": 1e3 * _median_slowest(series["t_decode"], slowest),
-        "update_ms": 1e3 * _median_slowest(series["t_update"], slowest),
+        "compute_ms": 1e3 * _median_max(series["t_compute"]),
+        "encode_ms": 1e3 * _median_max(series["t_encode"]),
+        "comm_ms": 1e3 * _median_max(series["t_comm"]),
+        "decode_ms": 1e3 * _median_max(series["t_decode"]),
+        "update_ms": 1e3 * _median_max(series["t_update"]),
         "overhead_pct": (100.0 * _median_slowest(overhead, slowest) if it.size else 0.0),
         "info": {k: v for k, v in trace.info.items() if v is not None},
     }
     rate = trace.rate()
     if rate is not None:
         attrs["rate"] = rate
+        fit = trace.rate_iterations()
+        if fit is not None:  # where the error reached the precision floor, the fit stops
+            attrs["rate_iterations"], attrs["rate_floor_reached"] = fit
+            attrs["rate_floor"] = RATE_FLOOR
+    if "grad_bytes" in trace.extra:  # DQ: the full gradient Allreduce beside the link
+        g = np.asarray(trace.extra["grad_bytes"], dtype=np.float64)
+        g = g[np.isfinite(g)]
+        attrs["grad_bytes_per_iteration"] = float(g.mean()) if g.size else 0.0
     attrs["diverged"] = "diverged_at" in trace.info
     if prob.f_star is not None and trace.loss:
         attrs["final_gap"] = trace.loss[-1] - prob.f_star
@@ -304,10 +325,13 @@ def cost(case: TrainCase) -> float:
     return case.iterations * (1.0 + 1.0 / max(case.log_every, 1))
 
 
-LEGEND = ("# rate: (||x_T-x*||/||x_0-x*||)^(1/T); bits/c: the papers' bits per coordinate "
-          "and iteration, per rank;\n# wire B: bytes sent per iteration and rank (headers "
-          "included); ms/it: median of the slowest rank; its split (compute, encode, comm,\n"
-          "# decode, update) and ovh% (the Python loop around them) in % of ms/it")
+LEGEND = ("# rate: (||x_t-x*||/||x_0-x*||)^(1/t) over the iterations above 1e-12 relative "
+          "error (* : the run reached that floor before T); bits/c: the papers' bits per "
+          "coordinate\n# and iteration, per rank; wire B: bytes sent per iteration and rank "
+          "(headers included), +Ng: DQ methods' fp64 gradient Allreduce each\n# iteration "
+          "(the paper's single-link model leaves it out); ms/it: median of the slowest rank; "
+          "the split (compute, encode, comm,\n# decode, update): each phase's median on its own "
+          "slowest rank, and ovh% (the Python loop), in % of ms/it")
 
 
 def format_table(rows: Sequence[dict[str, Any]], *, nprocs: int) -> str:
@@ -317,7 +341,7 @@ def format_table(rows: Sequence[dict[str, Any]], *, nprocs: int) -> str:
         block = [r for r in rows if r["problem"] == prob]
         lines += ["", f"# {prob} (d = {block[0]['d']})",
                   f"{'# method compressor':<42}{'final err':>11}{'rate':>9}{'bits/c':>8}"
-                  f"{'wire B':>9}{'ms/it':>8}{'comp%':>6}{'enc%':>5}{'comm%':>6}{'dec%':>5}"
+                  f"{'wire B':>15}{'ms/it':>8}{'comp%':>6}{'enc%':>5}{'comm%':>6}{'dec%':>5}"
                   f"{'upd%':>5}{'ovh%':>5}"]
         for r in block:
             err = r["final_dist"] if np.isfinite(r["final_dist"]) else r["final_loss"]
@@ -325,9 +349,13 @@ def format_table(rows: Sequence[dict[str, Any]], *, nprocs: int) -> str:
             pct = [100 * r[k] / ms if ms else math.nan
                    for k in ("compute_ms", "encode_ms", "comm_ms", "decode_ms", "update_ms")]
             rate = (f"{'diverged':>9}" if r["diverged"] else
-                    f"{r['rate']:9.4f}" if "rate" in r else f"{'-':>9}")
+                    f"{r['rate']:8.4f}{'*' if r.get('rate_floor_reached') else ' '}"
+                    if "rate" in r else f"{'-':>9}")
+            wire = f"{r['wire_bytes_per_iteration']:.0f}" + (
+                f"+{r['grad_bytes_per_iteration']:.0f}g" if "grad_bytes_per_iteration" in r
+                else "")
             lines.append(
                 f"{r['label'][:41]:<42}{err:>11.3e}{rate}{r['bits_per_iteration'] / r['d']:>8.3f}"
-                f"{r['wire_bytes_per_iteration']:>9.0f}{ms:>8.3f}{pct[0]:>6.0f}{pct[1]:>5.0f}"
+                f"{wire:>15}{ms:>8.3f}{pct[0]:>6.0f}{pct[1]:>5.0f}"
                 f"{pct[2]:>6.0f}{pct[3]:>5.0f}{pct[4]:>5.0f}{r['overhead_pct']:>5.0f}")
     return "\n".join(lines)

@@ -176,7 +176,7 @@ def allgather_chunks(comm: Any, chunk: np.ndarray, comp: Compressor, d: int, *,
 def ring_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0, step: int = 0,
               session: Session | None = None, feedback: bool = False, hop_error: bool = False,
               out: np.ndarray | None = None) -> tuple[np.ndarray, Stats]:
-    """The mean of every rank's ``x``: :func:`reduce_scatter_mean`, then :func:`allgather_chunks`."""
+    """The mean of every rank's ``x``: :func:`reduce_scatter_mean`, :func:`allgather_chunks`."""
     kw = dict(seed=seed, step=step, session=session, feedback=feedback, hop_error=hop_error)
     chunk, st = reduce_scatter_mean(comm, x, comp, **kw)  # type: ignore[arg-type]
     return allgather_chunks(comm, chunk, comp, int(x.shape[0]), stats=st, out=out,

@@ -34,9 +34,19 @@ REGISTRY: Registry[type[Compressor]] = Registry("compressor")
 PREFIXES = ("hadamard",)
 
 
-def _split_kv(text: str, owner: str) -> dict[str, str]:
+def _split_kv(text: str, owner: str, colon: bool = False) -> dict[str, str]:
+    """``key=value,...`` after a spec's colon (``colon``: one was written, so it must be
+    followed by something); stray commas, empty items and non-ASCII text are errors."""
     out: dict[str, str] = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
+    if not text.isascii():
+        raise ValueError(f"{owner}: parameters {text!r} hold non-ASCII characters; write "
+                         f"plain ASCII, e.g. bits=4")
+    if colon and not text.strip():
+        raise ValueError(f"{owner}: nothing after ':'; give key=value parameters or drop the "
+                         f"colon")
+    for item in (t.strip() for t in text.split(",")) if text.strip() else ():
+        if not item:
+            raise ValueError(f"{owner}: an empty parameter in {text!r} (a stray comma)")
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ValueError(f"{owner}: expected key=value, got {item!r}")
@@ -57,12 +67,12 @@ def compressor(spec: str, **overrides: Any) -> Compressor:
     *prefixes, body = [part.strip() for part in spec.split("+")]
     rotation = 0
     for pre in prefixes:
-        pname, _, ptext = pre.partition(":")
+        pname, pcolon, ptext = pre.partition(":")
         if pname != "hadamard":
             raise ValueError(f"unknown prefix {pname!r} in {spec!r}; valid: {', '.join(PREFIXES)}")
         if rotation:
             raise ValueError(f"hadamard given twice in {spec!r}")
-        pkv = _split_kv(ptext, "hadamard")
+        pkv = _split_kv(ptext, "hadamard", bool(pcolon))
         bad = sorted(set(pkv) - {"block"})
         if bad:
             raise ValueError(f"hadamard: unknown parameter(s) {', '.join(bad)}; valid: block "
@@ -73,9 +83,9 @@ def compressor(spec: str, **overrides: Any) -> Compressor:
             raise ValueError(f"hadamard: block={pkv['block']!r} is not an integer") from None
         if rotation < 1:
             raise ValueError(f"hadamard: block={rotation} must be a power of two >= 1")
-    name, _, text = body.partition(":")
+    name, colon, text = body.partition(":")
     cls = REGISTRY.get(name.strip())
-    values: dict[str, Any] = dict(_split_kv(text, name))
+    values: dict[str, Any] = dict(_split_kv(text, name, bool(colon)))
     values.update(overrides)
     return cls(rotation=rotation, **values)
 

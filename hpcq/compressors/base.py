@@ -9,7 +9,8 @@ offset  size  field
 4       1     format version (:data:`FORMAT_VERSION`)
 5       1     codec id (each compressor class has a fixed one)
 6       2     flags: bit 0 = Hadamard-rotated, bits 8..12 = log2(block);
-              bits 1..7 codec-specific (:data:`FLAG_CODEC`)
+              bits 1..7 codec-specific (:data:`FLAG_CODEC`); bit 13 =
+              payload CRC-32 follows the payload (:data:`FLAG_PAYLOAD_CRC`)
 8       16    four uint32 codec parameters (bits, bucket, ...): what
               decode needs; must equal the decoder's own
 24      4     uint32 per-message value (codec-specific, e.g. clip count)
@@ -19,7 +20,15 @@ offset  size  field
 48      8     uint64 payload length in bytes
 56      4     CRC-32 of bytes 0..55
 60      ...   payload (codec-specific layout, documented per codec)
+60+len  4     CRC-32 of the payload, only with flag bit 13
 ======  ====  =========================================================
+
+The header's CRC covers only the header: MPI delivers bytes intact, so a payload
+checksum would be pure cost on the wire.  Messages kept in files or replayed
+(or sent over a transport that does not check) are encoded with ``crc=True``:
+4 more bytes and one CRC-32 pass over the payload, and :meth:`Compressor.decode`
+refuses a message whose payload changed (a flipped byte in an fp32 payload
+otherwise decodes to a wrong, possibly non-finite, value).
 
 The header costs :data:`HEADER_BYTES` = 60 bytes per message and is counted in
 :meth:`Compressor.wire_bytes`.  A variable-length codec (``_payload_nbytes`` None, so
@@ -53,6 +62,9 @@ _HEAD = struct.Struct("<4sBBH4IIQQIQ")
 _CRC = struct.Struct("<I")
 HEADER_BYTES = _HEAD.size + _CRC.size  # 60
 FLAG_ROTATED = 0x1
+#: Header flag: a CRC-32 of the payload follows it (``encode(..., crc=True)``).
+FLAG_PAYLOAD_CRC = 0x2000
+_KNOWN_FLAGS = 0x3FFF
 #: The flag bits 1..7 a codec may use for itself (see :meth:`Compressor._encode_message`).
 FLAG_CODEC = 0xFE
 _U32 = (1 << 32) - 1
@@ -61,6 +73,7 @@ _U64 = (1 << 64) - 1
 #: Default rotation block: large enough to flatten coordinates well, small
 #: enough that the transform of one block stays in L2.
 DEFAULT_ROTATION_BLOCK = 1 << 12
+
 
 #: Unit roundoff of float32 (round to nearest even).
 U32 = 2.0**-24
@@ -201,9 +214,18 @@ def parse_header(buf: np.ndarray) -> Header:
         raise ValueError("corrupted message: header checksum mismatch")
     if version != FORMAT_VERSION:
         raise ValueError(f"message format version {version}; this hpcq reads {FORMAT_VERSION}")
-    if buf.shape[0] != HEADER_BYTES + plen:
+    if flags & ~_KNOWN_FLAGS:
+        raise ValueError(f"message flags {flags:#x} hold bits this hpcq does not know")
+    trailer = _CRC.size if flags & FLAG_PAYLOAD_CRC else 0
+    if buf.shape[0] != HEADER_BYTES + plen + trailer:
         raise ValueError(f"message length {buf.shape[0]} does not match its header "
-                         f"({HEADER_BYTES} + {plen} payload bytes): truncated or padded")
+                         f"({HEADER_BYTES} + {plen} payload bytes"
+                         f"{' + 4 CRC' if trailer else ''}): truncated or padded")
+    if trailer:
+        end = HEADER_BYTES + plen
+        (want,) = _CRC.unpack_from(buf[end:].tobytes())
+        if zlib.crc32(buf[HEADER_BYTES:end]) != want:
+            raise ValueError("corrupted message: payload checksum mismatch")
     return Header(codec_id, flags, (p0, p1, p2, p3), aux, d, seed, step, plen)
 
 
@@ -228,6 +250,10 @@ class Compressor:
     params: ClassVar[tuple[Param, ...]] = ()
     #: One-line description (shown by ``hpcq compressors``).
     summary: ClassVar[str] = ""
+    #: True for a codec whose decoded values can exceed its input's largest entry by a
+    #: factor that grows with d (norm times a polytope radius, d/k rescaling): :meth:`encode`
+    #: then refuses an input whose decoding would not be finite.  Rotated specs always are.
+    range_check: ClassVar[bool] = False
 
     def __init__(self, *, rotation: int = 0, **values: Any) -> None:
         self.p: dict[str, Any] = parse_params(self.params, values, self.name)
@@ -442,11 +468,19 @@ class Compressor:
             "error_bound_d1M": self.error_bound(1 << 20),
         }
 
-    def encode(self, x: np.ndarray, *, seed: int = 0, step: int = 0, rank: int = 0) -> np.ndarray:
-        """Encode the 1-D float vector ``x`` into a self-describing uint8 message."""
+    def encode(self, x: np.ndarray, *, seed: int = 0, step: int = 0, rank: int = 0,
+               crc: bool = False) -> np.ndarray:
+        """Encode the 1-D float vector ``x`` into a self-describing uint8 message.
+
+        ``crc=True`` appends a CRC-32 of the payload (for messages kept in files or
+        replayed; see the module docstring).
+        """
         x_in = x
         x = _as_vector(x, self.name)
         d = x.shape[0]
+        for name, v in (("seed", seed), ("step", step), ("rank", rank)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{self.name}: {name} must be an integer, got {v!r}")
         if not (0 <= seed <= _U64 and 0 <= step <= _U32 and rank >= 0):
             raise ValueError(f"seed must be in [0, 2^64), step in [0, 2^32) and rank >= 0; "
                              f"got seed={seed}, step={step}, rank={rank}")
@@ -459,8 +493,9 @@ class Compressor:
                 out, aux, codec_flags = self._encode_message(y, keys)
                 pn = out.shape[0] - HEADER_BYTES
             else:
-                out = np.empty(HEADER_BYTES + pn, dtype=np.uint8)
-                aux, codec_flags = self._encode_into(y, out[HEADER_BYTES:], keys), 0
+                out = np.empty(HEADER_BYTES + pn + (_CRC.size if crc else 0), dtype=np.uint8)
+                aux = self._encode_into(y, out[HEADER_BYTES:HEADER_BYTES + pn], keys)
+                codec_flags = 0
         except NonFiniteInputError:
             i = checks.first_nonfinite(x)
             what = "is not finite" if not np.isfinite(x_in[i]) else "overflows float32"
@@ -468,8 +503,37 @@ class Compressor:
                 f"{self.name}: x[{i}] = {x_in[i]} {what}; NaN/Inf gradients are never encoded"
             ) from None
         flags = (FLAG_ROTATED | (block.bit_length() - 1) << 8) if block else 0
+        flags |= FLAG_PAYLOAD_CRC if crc else 0
+        if crc:  # a variable-length message has no room for it yet: one copy
+            if out.shape[0] == HEADER_BYTES + pn:
+                out = np.concatenate([out, np.zeros(_CRC.size, np.uint8)])
+            out[HEADER_BYTES + pn:] = np.frombuffer(
+                _CRC.pack(zlib.crc32(out[HEADER_BYTES:HEADER_BYTES + pn])), np.uint8)
         self._write_header(out, flags | (codec_flags & FLAG_CODEC), aux, d, seed, step, pn)
+        if d and (block or self.range_check):
+            self._check_range(out, x)
         return out
+
+    def _check_range(self, msg: np.ndarray, x: np.ndarray) -> None:
+        """Refuse a message whose decoding is not finite, the way non-finite input is.
+
+        Only when ``||x||^2`` overflows float32 (``||x|| > 2^64``, one BLAS pass, about a
+        tenth of a QSGD encode): below it every decoded value stays finite (the codecs'
+        factors over the norm are at most about d), so the message is decoded once more
+        here only for inputs no real gradient reaches.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.dot(x, x)):
+                return
+            try:
+                y = self.decode(msg)
+            except ValueError:  # an overflowed value read back as corrupt
+                y = np.array([np.inf], np.float32)
+        if not np.isfinite(y).all():
+            i = int(np.argmax(np.abs(x)))
+            raise NonFiniteInputError(
+                f"{self.name}: x[{i}] = {x[i]:.4g}: its norm overflows float32 in "
+                f"{self.spec} (the decoded vector is not finite); scale the vector down")
 
     def _write_header(self, out: np.ndarray, flags: int, aux: int, d: int, seed: int,
                       step: int, pn: int) -> None:
@@ -518,10 +582,11 @@ class Compressor:
             raise ValueError(f"{self.name}: out must be a writeable C-contiguous float32 vector "
                              f"of d={h.d}, got {out.dtype} {out.shape}")
         keys = Keys.derive(h.seed, h.step)
+        payload = buf[HEADER_BYTES:HEADER_BYTES + h.payload_nbytes]  # without a CRC trailer
         if out is not None and self.decodes_into and not block:
-            self._decode_message(buf[HEADER_BYTES:], n, keys, h, out=out, add=add)
+            self._decode_message(payload, n, keys, h, out=out, add=add)
             return out
-        y = self._decode_message(buf[HEADER_BYTES:], n, keys, h)
+        y = self._decode_message(payload, n, keys, h)
         if y.shape != (n,) or y.dtype != np.float32:  # pragma: no cover - a codec bug
             raise RuntimeError(f"{self.name} decoded {y.shape} {y.dtype}, expected ({n},) float32")
         if block:

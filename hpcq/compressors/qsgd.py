@@ -51,6 +51,12 @@ from hpcq.kernels.bitpack import packed_nbytes, unpack_codes
 
 NORMS = {"l2": quantize.L2, "linf": quantize.MAXABS}
 DEFAULT_BITS = 4
+#: An entropy-coded message holds at most this many entries per byte of its coded stream,
+#: so a decoder never allocates more than the payload can describe (with gaps that skip
+#: zeros, 160 bytes could otherwise claim d = 2^40).  Real messages stay far below it
+#: (QSGD s=1 on d = 2^40: about 2^15); the encoder packs the codes instead when a message
+#: would exceed it (a vector of almost only zeros).
+ENTROPY_MAX_ENTRIES_PER_BYTE = 1 << 16
 #: ``code=`` values; their index is the header word, so new ones go at the end.
 CODES = ("fixed", "elias", "elias-gamma", "huffman", "huffman-static", "rans")
 #: Header flag: an entropy-coded spec sent the packed codes (they were not longer).
@@ -133,7 +139,7 @@ class QSGD(AffineQuantizer):
         codes = msg[HEADER_BYTES + sb:]
         coded = np.empty(max(fixed - 1, 0), np.uint8)
         nbytes, aux = self._entropy_encode(codes, n, coded)
-        if nbytes < 0:
+        if nbytes < 0 or n > ENTROPY_MAX_ENTRIES_PER_BYTE * max(nbytes, 1):
             return msg, 0, FLAG_PACKED
         end = HEADER_BYTES + sb + nbytes
         msg[HEADER_BYTES + sb:end] = coded[:nbytes]
@@ -176,6 +182,11 @@ class QSGD(AffineQuantizer):
         if not sb <= payload.shape[0] <= top:
             raise ValueError(f"payload of {payload.shape[0]} bytes: an entropy-coded message "
                              f"of {n} entries takes {sb} to {top}")
+        coded = payload.shape[0] - sb
+        if n > ENTROPY_MAX_ENTRIES_PER_BYTE * max(coded, 1):
+            raise ValueError(f"corrupted message: d={n} from {coded} entropy-coded bytes; such "
+                             f"a message holds at most {ENTROPY_MAX_ENTRIES_PER_BYTE} entries "
+                             f"per byte")
         out = np.empty(sb + fixed, np.uint8)
         out[:sb] = payload[:sb]
         self._entropy_decode(payload[sb:], n, h.aux, out[sb:])
@@ -210,7 +221,7 @@ class QSGD(AffineQuantizer):
         codes (``n * bits``) payload.  :meth:`theory_bits` of an entropy-coded spec is the
         fixed-length count, which bounds every message (it falls back to packing)."""
         h, _, n = self._check_message(buf)
-        payload = buf[HEADER_BYTES:]
+        payload = buf[HEADER_BYTES:HEADER_BYTES + h.payload_nbytes]
         sb = self._scale_bytes(n)
         self._fixed_payload(payload, n, h)  # a message that decodes
         if self.p["code"] == "fixed" or h.flags & FLAG_PACKED or n == 0:
@@ -232,7 +243,7 @@ class QSGD(AffineQuantizer):
         cannot decode, or a code above 2s.
         """
         h, _, n = self._check_message(buf)
-        fixed = self._fixed_payload(buf[HEADER_BYTES:], n, h)
+        fixed = self._fixed_payload(buf[HEADER_BYTES:HEADER_BYTES + h.payload_nbytes], n, h)
         codes = unpack_codes(fixed[self._scale_bytes(n):], self.p["bits"], n).astype(np.int64)
         s = self.p["s"]
         if n and int(codes.max()) > 2 * s:

@@ -36,6 +36,7 @@ class RandK(SparseCodec):
     name = "randk"
     codec_id = 21
     summary = "random-k, scaled d/k (unbiased); shared=true sends values only"
+    range_check = True  # values rescaled by d/k
     params = SPARSE_PARAMS + (
         Param("shared", bool, True, "indices from the shared (seed, step) stream, not sent",
               slot=3),

@@ -27,6 +27,7 @@ class VQSGD(Compressor):
     name = "vqsgd"
     codec_id = 22
     summary = "vqSGD: norm + s indices of polytope points (O(s log d) bits); unbiased"
+    range_check = True  # norm times a polytope radius (up to sqrt(d) and more)
     params = (
         Param("points", str, "cross", "point set", choices=vq.POINTS, slot=0),
         Param("reps", int, 1, "i.i.d. draws s averaged", minimum=1, maximum=1 << 20, slot=1),

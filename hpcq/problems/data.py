@@ -23,6 +23,7 @@ import gzip
 import lzma
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -144,8 +145,9 @@ def _read_lines(path: Path) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text file; expected {FORMATS} (by extension)") from None
-    except (OSError, EOFError, lzma.LZMAError) as e:
-        raise ValueError(f"{path}: cannot read ({e})") from None
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:  # zlib: corrupt .gz data
+        raise ValueError(f"{path}: cannot read ({e}); a corrupt or truncated "
+                         f"{path.suffix or 'data'} file?") from None
 
 
 def _densify(path: Path, lines: list[str], labels: list[float], counts: list[int],

@@ -35,7 +35,9 @@ class Quadratic(Problem):
     name = "quadratic"
     summary = "separable quadratic 1/2 sum lam_i (x_i - c_i)^2 for large d: L, mu, x* exact"
     params = (
-        Param("d", int, 1 << 16, "dimension", minimum=1),
+        # three float64 vectors of d per rank: 24 GiB at the maximum; more fails at
+        # validation rather than at the first allocation
+        Param("d", int, 1 << 16, "dimension", minimum=1, maximum=1 << 30),
         Param("L", float, 1.0, "largest curvature"),
         Param("kappa", float, 10.0, "condition number L/mu", minimum=1.0),
         Param("spacing", str, "linear", "curvature spacing", choices=("linear", "log")),
