@@ -43,6 +43,7 @@ from hpcq.config import (
     variants,
 )
 from hpcq.netem import check_link
+from hpcq.store import case_key
 
 __all__ = ["Case", "CheckFailed", "CollectivesTable", "Job", "JobError", "JobTable",
            "KernelsTable", "expand_job", "parse_job", "parse_override", "read_job", "run_job",
@@ -61,12 +62,16 @@ class Case:
     group: str = ""  # the case kind (hpcq.bench.kinds.KINDS) that runs it
 
 
-def expand_job(job: Job) -> tuple[list[Case], list[str]]:
+def expand_job(job: Job, nprocs: int | None = None) -> tuple[list[Case], list[str]]:
     """The job's cases (sweep expanded, duplicates dropped) and notes on skipped compressors.
 
     Every case kind (:data:`hpcq.bench.kinds.KINDS`) expands its own tables; raises
-    :class:`JobError` naming the table and key of anything invalid.
+    :class:`JobError` naming the table and key of anything invalid.  With ``nprocs`` every
+    case key also holds the rank count (schema 1.3.0), so a case measured on 2 ranks is
+    never taken for the same case on 4 (``--resume``, ``hpcq merge``).
     """
+    import json
+
     from hpcq.bench.kinds import ordered
 
     cases: dict[str, Case] = {}
@@ -74,8 +79,10 @@ def expand_job(job: Job) -> tuple[list[Case], list[str]]:
     for point, j in variants(job):
         for kind in ordered():
             for e in kind.expand(j, notes):
-                cases.setdefault(e.key, Case(e.bench.kind, e.bench.label, e.key, e.bench, point,
-                                             e.check, kind.name))
+                key = e.key if nprocs is None else case_key({**json.loads(e.key),
+                                                             "nprocs": nprocs})
+                cases.setdefault(key, Case(e.bench.kind, e.bench.label, key, e.bench, point,
+                                           e.check, kind.name))
         check_case_count(job, len(cases))  # hpcq.config: [job] max_cases, stops early
     return list(cases.values()), notes
 
@@ -158,7 +165,7 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
 
     def load() -> tuple[Job, list[Case], list[str], str, set[str]]:
         job = given if given is not None else read_job(path, overrides)
-        cases, notes = expand_job(job)
+        cases, notes = expand_job(job, comm.Get_size())
         if shard is not None:
             k, n = parse_shard(shard)
             cases = cases[k::n]

@@ -95,7 +95,12 @@ import numpy as np
 #   1.2.0  case kind "train" (hpcq.bench.train: a training run with its per-iteration trace);
 #          collectives cases gain `theory_bits_per_coordinate`.  Nothing else changes, so
 #          1.1.0 files are read as they are and can be merged into a 1.2.0 file.
-SCHEMA_VERSION = "1.2.0"
+#   1.3.0  case kind "workload" (hpcq.bench.workload: a model's gradient bucket by bucket);
+#          case keys written by `hpcq run` hold the rank count (`nprocs`); collectives
+#          `scheme` may be a spec with parameters, the timing reference `mpi-allreduce` has
+#          no NMSE, and node-aware, pipelined and phased schemes add their attributes.  Only
+#          additions for readers: older files are read unchanged and merge into 1.3.0.
+SCHEMA_VERSION = "1.3.0"
 
 #: A dataset to write: (values, unit).
 Series = tuple[Any, str]

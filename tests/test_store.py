@@ -90,7 +90,7 @@ def test_round_trip_of_root_attributes(tmp_path: Path) -> None:
     assert {k: attrs[k] for k in expected} == expected
     for key, value in expected.items():
         assert type(attrs[key]) is type(value), key
-    assert attrs["hpcq_format"] == SCHEMA_VERSION == "1.2.0" == schema_version(path)
+    assert attrs["hpcq_format"] == SCHEMA_VERSION == "1.3.0" == schema_version(path)
     assert "slurm_job_id" not in attrs
     assert set(attrs) == set(expected) | {"hpcq_format", "end_time"}
     (run,) = read_runs(path)
@@ -444,7 +444,7 @@ def test_rejects_foreign_and_newer_files(tmp_path: Path) -> None:
     with h5py.File(minor, "a") as f:
         f.attrs["hpcq_format"] = "1.9.0"
     assert [c["label"] for c in read_cases(minor)] == ["first", "second"]
-    with pytest.raises(ValueError, match="schema 1.9.0; this hpcq writes 1.2.0"):
+    with pytest.raises(ValueError, match="schema 1.9.0; this hpcq writes 1.3.0"):
         ResultFile(minor, PROV, append=True)
 
 
@@ -528,7 +528,27 @@ def test_reads_the_1_2_0_fixture() -> None:
     assert coll[1]["theory_bits_per_coordinate"] == pytest.approx(4 + 2 * 32 / 1024)  # 2 buckets
 
 
-def test_merge_takes_1_1_0_files_into_1_2_0(tmp_path: Path) -> None:
+def test_reads_the_1_3_0_fixture() -> None:
+    """A file written by `hpcq run tests/fixtures/results-1.3.0.toml` on 2 ranks stays readable:
+    the timing reference without NMSE, workload cases, keys holding the rank count."""
+    import json
+
+    from hpcq.store import read_attrs
+
+    path = FIXTURES / "results-1.3.0.h5"
+    attrs = read_attrs(path)
+    assert attrs["hpcq_format"] == "1.3.0" and attrs["nprocs"] == 2
+    assert attrs["config_toml"] == (FIXTURES / "results-1.3.0.toml").read_text()
+    coll = read_cases(path, kind="collectives")
+    assert [c["scheme"] for c in coll] == ["mpi-allreduce", "allreduce-fp32", "allgather"]
+    assert "nmse" not in coll[0] and coll[1]["nmse"] < 1e-12 and coll[2]["check"] == "pass"
+    work = read_cases(path, kind="workload")
+    assert [c["label"] for c in work] == ["tiny allreduce-fp32", "tiny allgather qsgd:bits=4"]
+    assert work[1]["tensor_nmse"].shape == (8,) and work[1]["overrides"] == ["*.bias=none"]
+    assert all(json.loads(c["case_key"])["nprocs"] == 2 for c in coll + work)
+
+
+def test_merge_takes_1_1_0_files_into_1_3_0(tmp_path: Path) -> None:
     from hpcq.store import merge, read_attrs
 
     out = tmp_path / "all.h5"
@@ -536,5 +556,5 @@ def test_merge_takes_1_1_0_files_into_1_2_0(tmp_path: Path) -> None:
                    {"software": "hpcq"})
     # the two collectives cases of the 1.2.0 fixture are also in the 1.1.0 one (same keys)
     assert counts["cases"] == 16 + 3 and counts["duplicates"] == 2
-    assert read_attrs(out)["hpcq_format"] == "1.2.0"
+    assert read_attrs(out)["hpcq_format"] == "1.3.0"
     assert len(read_cases(out, kind="train")) == 3
