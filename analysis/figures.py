@@ -28,6 +28,10 @@ COMPONENTS = (("encode", "encode_median_s", 1.0, ""), ("communicate", "comm_medi
               ("decode", "decode_median_s", 0.3, ".."))
 
 #: Scheme -> (colour, marker, line style) in the projection figure; the baselines in grays.
+#: EDEN's published vNMSE of one message at b bits per coordinate (Vargaftik et al., ICML 2022).
+EDEN_PUBLISHED = {1.0: 0.571, 2.0: 0.133, 3.0: 0.036, 4.0: 0.0096}
+
+
 def _scheme_styles() -> dict[str, tuple[Any, str, Any]]:
     """(colour, marker, line style) per registered scheme: its own ``style`` fact, else one
     picked by its rank among the schemes (so a new scheme needs no entry here)."""
@@ -223,6 +227,12 @@ def _draw(plt: Any, name: str, *, kcomb: Rows, mrows: Rows, ccomb: Rows,
                             linestyle="none", capsize=3, fillstyle=fills[j % len(fills)],
                             label=f"{labels[spec]} ({scheme})", color=st[spec]["color"],
                             marker=st[spec]["marker"], markersize=8)
+        # EDEN's published single-message vNMSE (Vargaftik et al., ICML 2022, Table 1) at
+        # b = 1..4 bits: a reference for one message; a mean over p ranks of vectors sharing
+        # half their energy (hpcq's inputs) has about 2/(p+1) of it
+        ax.plot(list(EDEN_PUBLISHED), list(EDEN_PUBLISHED.values()), linestyle="none",
+                marker="x", color="0.35", markersize=9,
+                label="EDEN (paper), one message: reference")
         ax.set_yscale("log")
         ax.set_xlabel("bits per coordinate (wire bytes per rank x 8 / d)")
         ax.set_ylabel("NMSE of the mean (dimensionless)")
