@@ -108,40 +108,46 @@ def _encode_body(x, width, emax, isint, mbits, bias, maxc, ss, pow2, out):  # ty
         for k in range(k0, k1):
             i0 = k * K
             cnt = min(K, n - i0)
-            m = np.uint32(0)
-            for i in range(i0, i0 + cnt):  # max |x| on the bits (integer max: vectorises)
-                m = max(m, f32_bits(x[i]) & _ABS)
+            xs = x[i0:i0 + cnt]  # slices: indices from 0, which LLVM knows are >= 0 (no
+            m = np.uint32(0)  # wraparound test), so the loops below vectorise
+            for j in range(cnt):  # max |x| on the bits (an integer max vectorises)
+                m = max(m, f32_bits(xs[j]) & _ABS)
             if m >= _EXP:
                 bad += 1
                 continue
             e = shared_exponent(f32_from_bits(m), emax)
             out[k] = np.uint8(e + 127)
             mul = pow2[127 - e]  # float32 2^-e: x * mul is exact or rounds once, as in float64
-            c0 = (k - k0) * K
+            cs = codes[(k - k0) * K:(k - k0) * K + cnt]
             if isint:
                 for j in range(cnt):
-                    t = (x[i0 + j] * mul * np.float32(64.0) + _RNE) - _RNE  # 2^6 exact, rne
+                    t = (xs[j] * mul * np.float32(64.0) + _RNE) - _RNE  # 2^6 exact, rne
                     t = min(max(t, np.float32(-127.0)), np.float32(127.0))
-                    codes[c0 + j] = np.uint8(np.int32(t) & np.int32(0xFF))
+                    cs[j] = np.uint8(np.int32(t) & np.int32(0xFF))
             else:
                 for j in range(cnt):
-                    codes[c0 + j] = np.uint8(_mini_of(f32_bits(x[i0 + j] * mul), mbits, bias,
-                                                      maxc, ss))
+                    cs[j] = np.uint8(_mini_of(f32_bits(xs[j] * mul), mbits, bias, maxc, ss))
         # pack: the chunk's bytes start whole (CHUNK K w / 8); the last chunk's stop at total
         pos = nb + k0 * K * width // 8
         nbytes = min(total, nb + k1 * K * width // 8) - pos
         if width == 8:
             for t in range(nbytes):
                 out[pos + t] = codes[t]
-        elif width == 4:
+        elif width == 4:  # two codes per byte: the uint16 c0 | c1 << 8 -> c0 | c1 << 4
+            c16 = codes.view(np.uint16)
             for t in range(nbytes):
-                out[pos + t] = codes[2 * t] | (codes[2 * t + 1] << np.uint8(4))
-        else:  # 6: four codes in three bytes
+                w = c16[t]
+                out[pos + t] = np.uint8((w | (w >> np.uint16(4))) & np.uint16(0xFF))
+        else:  # 6: four codes (one uint32) in three bytes
+            c32 = codes.view(np.uint32)
             for g in range(nbytes // 3):
-                c0, c1, c2, c3 = codes[4 * g], codes[4 * g + 1], codes[4 * g + 2], codes[4 * g + 3]
-                out[pos + 3 * g] = c0 | (c1 << np.uint8(6))
-                out[pos + 3 * g + 1] = (c1 >> np.uint8(2)) | (c2 << np.uint8(4))
-                out[pos + 3 * g + 2] = (c2 >> np.uint8(4)) | (c3 << np.uint8(2))
+                w = c32[g]
+                v = ((w & np.uint32(0x3F)) | ((w >> np.uint32(2)) & np.uint32(0xFC0))
+                     | ((w >> np.uint32(4)) & np.uint32(0x3F000))
+                     | ((w >> np.uint32(6)) & np.uint32(0xFC0000)))
+                out[pos + 3 * g] = np.uint8(v & np.uint32(0xFF))
+                out[pos + 3 * g + 1] = np.uint8((v >> np.uint32(8)) & np.uint32(0xFF))
+                out[pos + 3 * g + 2] = np.uint8(v >> np.uint32(16))
             g = nbytes // 3
             if nbytes % 3:  # the last chunk's short group: 1 or 2 bytes of its 3 codes
                 v = (np.uint32(codes[4 * g]) | (np.uint32(codes[4 * g + 1]) << np.uint32(6))
