@@ -164,14 +164,16 @@ def _blocks_body(x, bucket, fmax, mbits, bias, maxc, sign_shift, scales, out):  
     for k in prange(scales.shape[0]):
         i0 = k * bucket
         i1 = min(n, i0 + bucket)
+        xs = x[i0:i1]  # slices: indices from 0, which LLVM knows are >= 0 (no wraparound
+        os = out[i0:i1]  # test), so the loops vectorise
         m = np.uint32(0)
-        for i in range(i0, i1):  # max |x| on the bits: an integer max vectorises, and
-            m = max(m, f32_bits(x[i]) & _ABS)  # NaN/Inf are the bits >= _EXP
+        for i in range(i1 - i0):  # max |x| on the bits: an integer max vectorises, and
+            m = max(m, f32_bits(xs[i]) & _ABS)  # NaN/Inf are the bits >= _EXP
         s = np.float32(np.float64(f32_from_bits(m)) / fmax)
         inv = 1.0 / np.float64(s) if s > np.float32(0.0) else 0.0
-        for i in range(i0, i1):
-            y = np.float32(np.float64(x[i]) * inv)
-            out[i] = _mini_of(f32_bits(y), mbits, bias, maxc, sign_shift)
+        for i in range(i1 - i0):
+            y = np.float32(np.float64(xs[i]) * inv)
+            os[i] = _mini_of(f32_bits(y), mbits, bias, maxc, sign_shift)
         scales[k] = s
         bad += m >= _EXP
     return bad
