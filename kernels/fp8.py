@@ -38,10 +38,10 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from hpcq.kernels._config import twins, use_parallel
+from hpcq.kernels._config import EXACT, twins, use_parallel
 from hpcq.kernels.cast import f32_bits, f32_from_bits
 
 #: name -> (ebits, mbits, bias, maxc) (see the module docstring).
@@ -198,6 +198,16 @@ def _decode_body(scales, codes, bucket, table, out, add):  # type: ignore[no-unt
     return bad
 
 
+@njit(**EXACT)
+def _maxabs_bits(x):  # type: ignore[no-untyped-def]
+    # max of the bits of |x|: an integer max vectorises (a float one needs fastmath); the
+    # bits order like the values, and NaN/Inf are the bits >= _EXP
+    m = np.uint32(0)
+    for i in range(x.shape[0]):
+        m = max(m, f32_bits(x[i]) & _ABS)
+    return m
+
+
 _cast, _cast_par = twins(_cast_body)
 _scaled, _scaled_par = twins(_scaled_body)
 _blocks, _blocks_par = twins(_blocks_body)
@@ -265,11 +275,12 @@ def fp8_encode(x: np.ndarray, out: np.ndarray, *, fmt: str, bucket: int) -> int:
     if bucket:
         return int((_blocks_par if par else _blocks)(x, bucket, fmax, m, bias, maxc, ss,
                                                       scales, codes))
-    from hpcq.kernels import checks
+    top = np.uint32(_maxabs_bits(x))
+    if top >= _EXP:
+        from hpcq.kernels import checks
 
-    amax, bad = checks.maxabs_nonfinite(x)
-    if bad:
-        return bad
+        return checks.maxabs_nonfinite(x)[1]
+    amax = float(top.view(np.float32))
     s = np.float32(amax / fmax)
     scales[0] = s
     inv = 1.0 / float(s) if s > 0 else 0.0
