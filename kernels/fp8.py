@@ -37,9 +37,11 @@ then one code byte per entry.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
 
-from hpcq.kernels._config import INLINE, twins, use_parallel
+from hpcq.kernels._config import EXACT, twins, use_parallel
 from hpcq.kernels.cast import f32_bits, f32_from_bits
 
 #: name -> (ebits, mbits, bias, maxc) (see the module docstring).
@@ -72,9 +74,13 @@ def value_table(fmt: str) -> np.ndarray:
     return np.where(mag > maxc, np.nan, val).astype(np.float32)
 
 
-@njit(**INLINE)
 def _mini_of(b, mbits, bias, maxc, sign_shift):  # type: ignore[no-untyped-def]
-    """Code of float32 bits ``b`` (finite) in the format (RNE, saturating); see module doc."""
+    """Code of float32 bits ``b`` (finite) in the format (RNE, saturating); see module doc.
+
+    In jitted code this is :func:`_mini_of_i32`, the same operations on 32-bit integers:
+    numba widens uint32 arithmetic to 64 bits, which halves the vector width and, without
+    AVX-512, leaves the 64-bit min/max unvectorised.
+    """
     f = b & _ABS
     sh = np.uint32(23 - mbits)
     # both branches computed, one selected: no jump, so LLVM can vectorise the callers' loops
@@ -85,7 +91,52 @@ def _mini_of(b, mbits, bias, maxc, sign_shift):  # type: ignore[no-untyped-def]
          - np.uint32(1)) + ((fn >> sh) & np.uint32(1))) >> sh
     c = min(c, np.uint32(maxc))
     c = sub if f < np.uint32((128 - bias) << 23) else c
-    return c | ((b >> np.uint32(31)) << np.uint32(sign_shift))
+    return np.uint32(c | ((b >> np.uint32(31)) << np.uint32(sign_shift)))
+
+
+@intrinsic
+def _mini_of_i32(typingctx, b, mbits, bias, maxc, sign_shift):  # type: ignore[no-untyped-def]
+    if not all(isinstance(t, types.Integer) for t in (b, mbits, bias, maxc, sign_shift)):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        i32 = ir.IntType(32)
+        f32 = ir.FloatType()
+
+        def low(v):  # type: ignore[no-untyped-def]
+            w = v.type.width
+            return v if w == 32 else builder.trunc(v, i32) if w > 32 else builder.zext(v, i32)
+
+        bb, m, bs, mc, ss = (low(a) for a in args)
+
+        def k(v):  # type: ignore[no-untyped-def]
+            return ir.Constant(i32, v)
+
+        def umax(x, y):  # type: ignore[no-untyped-def]
+            return builder.select(builder.icmp_unsigned(">", x, y), x, y)
+
+        f = builder.and_(bb, k(0x7FFFFFFF))
+        sh = builder.sub(k(23), m)
+        magic = builder.shl(builder.sub(builder.sub(k(151), bs), m), k(23))
+        s = builder.fadd(builder.bitcast(f, f32), builder.bitcast(magic, f32))
+        sub = builder.sub(builder.bitcast(s, i32), magic)
+        low_normal = builder.shl(builder.sub(k(128), bs), k(23))
+        fn = umax(f, low_normal)
+        c = builder.sub(fn, builder.shl(builder.sub(k(127), bs), k(23)))
+        c = builder.add(c, builder.sub(builder.shl(k(1), builder.sub(sh, k(1))), k(1)))
+        c = builder.add(c, builder.and_(builder.lshr(fn, sh), k(1)))
+        c = builder.lshr(c, sh)
+        c = builder.select(builder.icmp_unsigned("<", c, mc), c, mc)
+        c = builder.select(builder.icmp_unsigned("<", f, low_normal), sub, c)
+        return builder.or_(c, builder.shl(builder.lshr(bb, k(31)), ss))
+
+    return types.uint32(b, mbits, bias, maxc, sign_shift), codegen
+
+
+@overload(_mini_of)
+def _mini_of_ol(b, mbits, bias, maxc, sign_shift):  # type: ignore[no-untyped-def]
+    return lambda b, mbits, bias, maxc, sign_shift: _mini_of_i32(b, mbits, bias, maxc,
+                                                                 sign_shift)
 
 
 def _cast_body(x, mbits, bias, maxc, sign_shift, out):  # type: ignore[no-untyped-def]
@@ -113,19 +164,18 @@ def _blocks_body(x, bucket, fmax, mbits, bias, maxc, sign_shift, scales, out):  
     for k in prange(scales.shape[0]):
         i0 = k * bucket
         i1 = min(n, i0 + bucket)
-        m = np.float32(0.0)
-        for i in range(i0, i1):
-            m = max(m, abs(x[i]))  # NaN never wins a max: checked apart
-        s = np.float32(np.float64(m) / fmax)
+        xs = x[i0:i1]  # slices: indices from 0, which LLVM knows are >= 0 (no wraparound
+        os = out[i0:i1]  # test), so the loops vectorise
+        m = np.uint32(0)
+        for i in range(i1 - i0):  # max |x| on the bits: an integer max vectorises, and
+            m = max(m, f32_bits(xs[i]) & _ABS)  # NaN/Inf are the bits >= _EXP
+        s = np.float32(np.float64(f32_from_bits(m)) / fmax)
         inv = 1.0 / np.float64(s) if s > np.float32(0.0) else 0.0
-        fin = True
-        for i in range(i0, i1):
-            b = f32_bits(x[i])
-            fin &= (b & _EXP) != _EXP
-            y = np.float32(np.float64(x[i]) * inv)
-            out[i] = _mini_of(f32_bits(y), mbits, bias, maxc, sign_shift)
+        for i in range(i1 - i0):
+            y = np.float32(np.float64(xs[i]) * inv)
+            os[i] = _mini_of(f32_bits(y), mbits, bias, maxc, sign_shift)
         scales[k] = s
-        bad += not fin
+        bad += m >= _EXP
     return bad
 
 
@@ -158,6 +208,16 @@ def _sum_body(a, b, table, fmax, mbits, bias, maxc, sign_shift, nan_code):  # ty
         bad += not ok
         b[i] = _mini_of(f32_bits(s), mbits, bias, maxc, sign_shift) if ok else nan_code
     return bad
+
+
+@njit(**EXACT)
+def _maxabs_bits(x):  # type: ignore[no-untyped-def]
+    # max of the bits of |x|: an integer max vectorises (a float one needs fastmath); the
+    # bits order like the values, and NaN/Inf are the bits >= _EXP
+    m = np.uint32(0)
+    for i in range(x.shape[0]):
+        m = max(m, f32_bits(x[i]) & _ABS)
+    return m
 
 
 _cast, _cast_par = twins(_cast_body)
@@ -255,11 +315,12 @@ def fp8_encode(x: np.ndarray, out: np.ndarray, *, fmt: str, bucket: int) -> int:
     if bucket:
         return int((_blocks_par if par else _blocks)(x, bucket, fmax, m, bias, maxc, ss,
                                                       scales, codes))
-    from hpcq.kernels import checks
+    top = np.uint32(_maxabs_bits(x))
+    if top >= _EXP:
+        from hpcq.kernels import checks
 
-    amax, bad = checks.maxabs_nonfinite(x)
-    if bad:
-        return bad
+        return checks.maxabs_nonfinite(x)[1]
+    amax = float(top.view(np.float32))
     s = np.float32(amax / fmax)
     scales[0] = s
     inv = 1.0 / float(s) if s > 0 else 0.0

@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit, prange
 
 from hpcq.kernels._config import INLINE, twins, use_parallel
-from hpcq.kernels.cast import f32_bits
+from hpcq.kernels.cast import f32_bits, f32_from_bits
 from hpcq.kernels.fp8 import FORMATS, _mini_of, value_table
 
 K = 32  # elements per block (the specification's k)
@@ -55,6 +55,7 @@ MX_FORMATS: dict[str, tuple[str, int, int]] = {
 }
 
 _EXP = np.uint32(0x7F800000)
+_ABS = np.uint32(0x7FFFFFFF)
 _RNE = np.float32(12582912.0)  # 1.5 * 2^23: adding and subtracting it rounds |t| < 2^22 to even
 #: 2^e for e = -127..127 (index e + 127), float64 and float32 (all exact).
 _POW2_64 = np.ldexp(1.0, np.arange(-127, 128))
@@ -76,17 +77,6 @@ def payload_nbytes(n: int, fmt: str) -> int:
 
 
 @njit(**INLINE)
-def _code(v, mul, isint, mbits, bias, maxc, ss):  # type: ignore[no-untyped-def]
-    """Element code of float32 ``v`` (finite) in a block whose ``1 / X`` is ``mul``."""
-    y = np.float32(np.float64(v) * mul)
-    if isint:
-        t = (y * np.float32(64.0) + _RNE) - _RNE  # exact scaling by 2^6, then rne
-        t = min(max(t, np.float32(-127.0)), np.float32(127.0))
-        return np.uint32(np.int32(t) & np.int32(0xFF))
-    return _mini_of(f32_bits(y), mbits, bias, maxc, ss)
-
-
-@njit(**INLINE)
 def shared_exponent(amax, emax):  # type: ignore[no-untyped-def]
     """The block's E8M0 exponent from its max |V| (float32, finite); see module doc."""
     eb = np.int32((f32_bits(amax) >> np.uint32(23)) & np.uint32(0xFF))
@@ -99,38 +89,71 @@ def shared_exponent(amax, emax):  # type: ignore[no-untyped-def]
     return max(e, -127)
 
 
+#: Blocks per chunk of the encoder: its codes go through a buffer of ``CHUNK * K`` bytes.
+CHUNK = 16
+
+
 def _encode_body(x, width, emax, isint, mbits, bias, maxc, ss, pow2, out):  # type: ignore[no-untyped-def]
-    # returns the blocks holding NaN/Inf (their bytes are garbage)
+    # returns the blocks holding NaN/Inf (their bytes are garbage).  Per chunk of blocks:
+    # the codes into a byte buffer, by branch-free loops (the format's branch is outside
+    # them), then packed by a loop per width, so that both vectorise.
     n = x.shape[0]
     nb = (n + K - 1) // K
+    total = nb + (n * width + 7) // 8
     bad = 0
-    for k in prange(nb):
-        i0 = k * K
-        cnt = min(K, n - i0)
-        m = np.float32(0.0)
-        fin = True
-        for i in range(i0, i0 + cnt):
-            m = max(m, abs(x[i]))
-            fin &= (f32_bits(x[i]) & _EXP) != _EXP
-        if not fin:
-            bad += 1
-            continue
-        e = shared_exponent(m, emax)
-        out[k] = np.uint8(e + 127)
-        mul = pow2[127 - e]
-        pos = nb + i0 * width // 8  # blocks start on whole bytes (32 w / 8)
-        per = 8 // width if width != 6 else 4
-        for j in range(0, cnt, per):
-            acc = np.uint32(0)
-            for t in range(per):
-                if j + t < cnt:
-                    c = _code(x[i0 + j + t], mul, isint, mbits, bias, maxc, ss)
-                    acc |= c << np.uint32(t * width)
-            nbytes = min((per * width) // 8, ((j + min(per, cnt - j)) * width + 7) // 8
-                         - (j * width) // 8)
+    for ch in prange((nb + CHUNK - 1) // CHUNK):
+        codes = np.zeros(CHUNK * K, np.uint8)  # codes past n stay 0 (the last byte's pad)
+        k0 = ch * CHUNK
+        k1 = min(nb, k0 + CHUNK)
+        for k in range(k0, k1):
+            i0 = k * K
+            cnt = min(K, n - i0)
+            xs = x[i0:i0 + cnt]  # slices: indices from 0, which LLVM knows are >= 0 (no
+            m = np.uint32(0)  # wraparound test), so the loops below vectorise
+            for j in range(cnt):  # max |x| on the bits (an integer max vectorises)
+                m = max(m, f32_bits(xs[j]) & _ABS)
+            if m >= _EXP:
+                bad += 1
+                continue
+            e = shared_exponent(f32_from_bits(m), emax)
+            out[k] = np.uint8(e + 127)
+            mul = pow2[127 - e]  # float32 2^-e: x * mul is exact or rounds once, as in float64
+            cs = codes[(k - k0) * K:(k - k0) * K + cnt]
+            if isint:
+                for j in range(cnt):
+                    t = (xs[j] * mul * np.float32(64.0) + _RNE) - _RNE  # 2^6 exact, rne
+                    t = min(max(t, np.float32(-127.0)), np.float32(127.0))
+                    cs[j] = np.uint8(np.int32(t) & np.int32(0xFF))
+            else:
+                for j in range(cnt):
+                    cs[j] = np.uint8(_mini_of(f32_bits(xs[j] * mul), mbits, bias, maxc, ss))
+        # pack: the chunk's bytes start whole (CHUNK K w / 8); the last chunk's stop at total
+        pos = nb + k0 * K * width // 8
+        nbytes = min(total, nb + k1 * K * width // 8) - pos
+        if width == 8:
             for t in range(nbytes):
-                out[pos + t] = np.uint8((acc >> np.uint32(8 * t)) & np.uint32(0xFF))
-            pos += nbytes
+                out[pos + t] = codes[t]
+        elif width == 4:  # two codes per byte: the uint16 c0 | c1 << 8 -> c0 | c1 << 4
+            c16 = codes.view(np.uint16)
+            for t in range(nbytes):
+                w = c16[t]
+                out[pos + t] = np.uint8((w | (w >> np.uint16(4))) & np.uint16(0xFF))
+        else:  # 6: four codes (one uint32) in three bytes
+            c32 = codes.view(np.uint32)
+            for g in range(nbytes // 3):
+                w = c32[g]
+                v = ((w & np.uint32(0x3F)) | ((w >> np.uint32(2)) & np.uint32(0xFC0))
+                     | ((w >> np.uint32(4)) & np.uint32(0x3F000))
+                     | ((w >> np.uint32(6)) & np.uint32(0xFC0000)))
+                out[pos + 3 * g] = np.uint8(v & np.uint32(0xFF))
+                out[pos + 3 * g + 1] = np.uint8((v >> np.uint32(8)) & np.uint32(0xFF))
+                out[pos + 3 * g + 2] = np.uint8(v >> np.uint32(16))
+            g = nbytes // 3
+            if nbytes % 3:  # the last chunk's short group: 1 or 2 bytes of its 3 codes
+                v = (np.uint32(codes[4 * g]) | (np.uint32(codes[4 * g + 1]) << np.uint32(6))
+                     | (np.uint32(codes[4 * g + 2]) << np.uint32(12)))
+                for t in range(nbytes % 3):
+                    out[pos + 3 * g + t] = np.uint8((v >> np.uint32(8 * t)) & np.uint32(0xFF))
     return bad
 
 
@@ -193,7 +216,7 @@ def mx_encode(x: np.ndarray, out: np.ndarray, *, fmt: str) -> int:
     if x.shape[0] == 0:
         return 0
     fn = _encode_par if use_parallel(x.shape[0]) else _encode
-    return int(fn(x, width, emax, isint, m, bias, maxc, ss, _POW2_64, out))
+    return int(fn(x, width, emax, isint, m, bias, maxc, ss, _POW2_32, out))
 
 
 def mx_decode(payload: np.ndarray, n: int, *, fmt: str, out: np.ndarray | None = None,

@@ -177,7 +177,7 @@ def test_mx_blocks_match_the_spec_transcription(fmt):
         np.testing.assert_array_equal(y, ref.astype(np.float32))
         out = np.empty(len(got), np.uint8)  # the Python bodies agree
         w, emax, isint, m, bias, maxc, ss = mx._params(fmt)
-        assert mx._encode.py_func(x, w, emax, isint, m, bias, maxc, ss, mx._POW2_64, out) == 0
+        assert mx._encode.py_func(x, w, emax, isint, m, bias, maxc, ss, mx._POW2_32, out) == 0
         np.testing.assert_array_equal(out, got)
         y2 = np.empty(n, np.float32)
         assert mx._decode.py_func(got, n, w, mx.element_table(fmt), mx._POW2_32, y2, False) == 0
