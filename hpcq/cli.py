@@ -347,6 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command_line = ["hpcq", *argv]  # recorded in result files
         return COMMANDS.get(args.command).run(args)
     except KeyboardInterrupt:
+        # Ctrl-C reaches the ranks one by one (MPICH's mpiexec forwards it); a rank that
+        # returned would wait in MPI_Finalize for one still inside a collective, forever
+        rank, size, world = _world()
+        if world is not None and size > 1:
+            world.Abort(130)
         return 130
     except BrokenPipeError:  # `hpcq info | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
