@@ -46,6 +46,8 @@ for mpi in "$@"; do
     # venv's bin/ they are also "mpiexec beside this Python", which the tests use (conftest.py).
     ln -s "/usr/bin/mpicc.$mpi" ".ci/venv-$mpi/bin/mpicc"
     ln -s "/usr/bin/mpiexec.$mpi" ".ci/venv-$mpi/bin/mpiexec"
+    # MPICH's mpiexec (Hydra) starts the hydra_pmi_proxy found beside the path it was called by
+    if [ "$mpi" = mpich ]; then ln -s /usr/bin/hydra_pmi_proxy ".ci/venv-$mpi/bin/"; fi
     # one at a time: an editable install writes hpcq.egg-info in the checkout
     ".ci/venv-$mpi/bin/python" -m pip install -q -e ".[test]"
 done
