@@ -450,6 +450,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupt.settle()
         return code
     except KeyboardInterrupt:
+        # Ctrl-C reaches the ranks one by one (MPICH's mpiexec forwards it); a rank that
+        # returned would wait in MPI_Finalize for one still inside a collective, forever
+        rank, size, world = _world()
+        if world is not None and size > 1:
+            world.Abort(130)
         return 130
     except BrokenPipeError:  # `hpcq info | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -21,6 +21,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: setup.cfg installs tomli there (the same API)
+    import tomli as tomllib  # type: ignore[no-redef]
+
 FORMAT = "hpcq-job"
 VERSION = 1
 DEFAULT_JOB = "<embedded default job>"
@@ -209,8 +214,6 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     A value that is not valid TOML is taken as a string, so ``--set job.name=run1``
     works without quotes.
     """
-    import tomllib
-
     path, eq, raw = text.partition("=")
     name, _, key = path.strip().partition(".")
     if not eq or not name or not key:
@@ -225,8 +228,6 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 def parse_job(text: str, source: str, overrides: Sequence[str] = ()) -> Job:
     """Parse and validate job text with ``--set`` overrides (compressors: :func:`expand_job`)."""
-    import tomllib
-
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

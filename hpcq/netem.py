@@ -8,7 +8,8 @@ token-bucket qdisc (``tc ... tbf``), and tells the MPI library to use TCP over
 it instead of shared memory, so every byte crosses the shaped link:
 
 * MPICH (the PyPI wheel): ``MPIR_CVAR_NOLOCAL=1``, ``MPIR_CVAR_CH4_NETMOD=ofi``,
-  ``FI_PROVIDER=tcp``;
+  ``FI_PROVIDER=tcp``; an MPICH built on UCX (Debian's) also needs ``UCX_TLS=tcp,self``,
+  or UCX moves the bytes through shared memory anyway;
 * Open MPI: ``OMPI_MCA_pml=ob1``, ``OMPI_MCA_btl=tcp,self``,
   ``OMPI_MCA_btl_tcp_if_include=lo``.
 
@@ -58,6 +59,7 @@ _MS = re.compile(r"^(\d+(?:\.\d+)?)(ms|us|s)$")
 
 #: Environment that makes the MPI libraries use TCP over the (shaped) loopback.
 MPI_OVER_TCP = {"MPIR_CVAR_NOLOCAL": "1", "MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp",
+                "UCX_TLS": "tcp,self",
                 "OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "tcp,self",
                 "OMPI_MCA_btl_tcp_if_include": "lo"}
 

@@ -50,6 +50,8 @@ def mpi_env() -> dict[str, str]:
         "OMPI_MCA_rmaps_base_oversubscribe": "1",  # Open MPI 4
         "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",  # Open MPI 5
         "OMPI_MCA_btl_vader_single_copy_mechanism": "none",  # containers without CMA
+        # Open MPI 4: no launcher banner on stderr when a rank exits non-zero (tests read stderr)
+        "OMPI_MCA_orte_execute_quiet": "1",
     })
     return env
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,65 @@ def test_failure_on_one_rank_aborts_all(mpirun, tmp_path: Path) -> None:
                   timeout=60)
     assert done.returncode != 0
     assert "[rank 1] hpcq: error: simulated failure on one rank" in done.stderr
+
+
+def _processes_in(cwd: Path) -> list[int]:
+    """Live processes working in ``cwd`` (Linux /proc): the ranks, whatever session they are in."""
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(os.readlink(proc / "cwd")) == cwd and \
+                    (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.append(int(proc.name))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc")
+def test_ctrl_c_ends_every_rank(warm_cache: None, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the launcher's process group) mid-run: no rank is left, no traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import find_mpiexec, mpi_env
+
+    launcher = find_mpiexec()
+    if launcher is None:
+        pytest.skip("no MPI launcher")
+    (tmp_path / "long.toml").write_text(HEAD + '[collectives]\ncompressors = ["fp32"]\n'
+                                        'schemes = ["allreduce-fp32"]\nsizes = "12"\n'
+                                        "iterations = 10000000\n")
+    err = tmp_path / "stderr.txt"
+    with err.open("w") as sink:
+        proc = subprocess.Popen([launcher, "-n", "2", sys.executable, "-m", "hpcq", "run",
+                                 "long.toml"], cwd=tmp_path, env=mpi_env(),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=sink, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "kernels ready" not in err.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, err.read_text()
+            time.sleep(0.2)
+        time.sleep(1)  # well inside the benchmark's loop of Allreduce calls
+        assert proc.poll() is None, err.read_text()
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        code = proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _processes_in(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _processes_in(tmp_path)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in _processes_in(tmp_path):
+            os.kill(pid, signal.SIGKILL)
+    text = err.read_text()
+    assert code != 0 and not left, f"exit {code}, ranks left: {left}\n{text}"
+    assert "Traceback" not in text, text
 
 
 def test_merge_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
