@@ -104,7 +104,7 @@ def section(comb: Sequence[dict[str, Any]], figures: Sequence[tuple[str, str]]) 
                _ms(r["decode_iteration_s.median"]),
                _rng(r, "x_fp32", fmt=".2f"), f"{100 * float(r['uncompressed_share']):.2f}",
                _rng(r, "nmse", fmt=".2e"),
-               f"{_rng(r, 'nmse_worst_tensor', fmt='.2e')} ({r.get('worst_tensor', '-')})",
+               f"{_rng(r, 'nmse_worst_tensor', fmt='.2e')} ({r.get('worst_tensor') or '-'})",
                _rng(r, "peak_rss_max_bytes", 2.0**-20, ".0f")] for r in rs])]
         tag = _tag(wl, rule, p, machine, comb)
         blocks += [("img", f"{name}.png", caption, f"{name}.pdf") for name, caption in figures

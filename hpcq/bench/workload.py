@@ -378,6 +378,8 @@ def run_case(comm: Any, case: WorkloadCase, *, check: bool = False
             _call(comm, sch, groups, x, y, session, seed=case.seed, step=w + n_it)
             crc = zlib.crc32(y)
             consistent = consistent and len(set(comm.allgather(crc))) == 1
+            if sch.reference:  # the plain MPI sum is not a mean: no accuracy to measure
+                continue
             e, r = _errors(comm, groups, x, y, index, err_t, ref_t)
             bucket_nmse[b] = e / r if r > 0 else 0.0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
@@ -425,8 +427,10 @@ def run_case(comm: Any, case: WorkloadCase, *, check: bool = False
         "encode_iteration_s": float(split[0]), "comm_iteration_s": float(split[1]),
         "decode_iteration_s": float(split[2]),
         **{f"phase_{k}_s": v for k, v in phases.items()},
-        "nmse": nmse, "nmse_worst_tensor": float(tensor_nmse[worst]),
-        "worst_tensor": lay.tensors[worst].name, "consistent": consistent,
+        "nmse": None if sch.reference else nmse,
+        "nmse_worst_tensor": None if sch.reference else float(tensor_nmse[worst]),
+        "worst_tensor": None if sch.reference else lay.tensors[worst].name,
+        "consistent": consistent,
         "check": ("pass" if consistent else "fail") if check else "none",
         "peak_rss_max_bytes": int(rss_all.max()), "x_fp32": p50 / fp32 if fp32 else None,
         "workload_facts": {k: v for k, v in wl.describe().items() if v is not None},
@@ -455,6 +459,11 @@ def cost(case: WorkloadCase) -> float:
     """Rough relative run time (for progress weights): generation plus the calls."""
     n = _layout(case.workload).size
     return n * (3.0 + case.iterations + case.warmup)
+
+
+def _e(v: float | None) -> str:
+    """A 9-column NMSE cell (``-`` for none: the timing reference)."""
+    return f"{'-':>9}" if v is None else f"{v:>9.1e}"
 
 
 def format_table(rows: Sequence[dict[str, Any]], *, nprocs: int) -> str:
@@ -486,8 +495,8 @@ def format_table(rows: Sequence[dict[str, Any]], *, nprocs: int) -> str:
                 f"{1e3 * r['iteration_p50_s']:>9.2f}{1e3 * r['iteration_p99_s']:>9.2f}"
                 f"{1e3 * r['encode_iteration_s']:>8.2f}{1e3 * r['comm_iteration_s']:>8.2f}"
                 f"{1e3 * r['decode_iteration_s']:>8.2f}"
-                f"{x}{100 * r['uncompressed_share']:>7.2f}{r['nmse']:>9.1e}"
-                f"{r['nmse_worst_tensor']:>9.1e}{r['peak_rss_max_bytes'] / 2**20:>8.0f}{flag}")
+                f"{x}{100 * r['uncompressed_share']:>7.2f}{_e(r['nmse'])}"
+                f"{_e(r['nmse_worst_tensor'])}{r['peak_rss_max_bytes'] / 2**20:>8.0f}{flag}")
             named = [(k[6:-2], v) for k, v in r.items() if k.startswith("phase_")]
             if named:
                 lines.append("    phases, ms: " + ", ".join(f"{k} {1e3 * v:.2f}"
