@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 # sys.modules["tomllib"] = None makes `import tomllib` raise ModuleNotFoundError
