@@ -99,9 +99,20 @@ print(" ".join(sorted({l.split()[-1] for l in open("/proc/self/maps") if "/libmp
     # collectives (allgather, allreduce, the user-defined fp16/bf16 sum) and runner paths that
     # test_cli, test_train_runner and test_mpi_collectives run here: what they add is the
     # algorithms' numerics, which no MPI library changes. The SLURM tests launch with srun.
-    say "$mpi: python -m pytest -m mpi (without the paper jobs and SLURM)"
+    # Also left out here, each for a reason of the test, not of hpcq under this MPI:
+    # * tests/test_interrupt.py finds the ranks through /proc and times its signals to MPICH's
+    #   launcher; under Open MPI's core binding its short runs end before the signal is sent
+    #   (Ctrl-C itself is checked on every MPI by test_cli's test_ctrl_c_ends_every_rank);
+    # * `hpcq netem --nodes` starts its emulated nodes through MPICH's Hydra (host file, nsenter
+    #   as the launcher), and the PyPI MPICH runs it in the main test run;
+    # * the two-level check at 3 ranks in one node replays MPICH's order of the bf16 sums of
+    #   the node Reduce bit for bit, and another library adds in another order.
+    say "$mpi: python -m pytest -m mpi (without the paper jobs, SLURM, and the MPICH-specific)"
     python -m pytest -m mpi -q --durations=5 \
-        --ignore=tests/test_paper_jobs.py --ignore=tests/test_slurm.py
+        --ignore=tests/test_paper_jobs.py --ignore=tests/test_slurm.py \
+        --ignore=tests/test_interrupt.py \
+        --deselect tests/test_netem.py::test_emulated_nodes_are_separate_hosts \
+        --deselect "tests/test_twolevel.py::test_equals_serial_reference[3-3]"
 
     say "$mpi: the default job, hpcq warmup && mpiexec -n 2 hpcq run"
     mkdir "$work/$mpi"

@@ -87,6 +87,18 @@ def expand_job(job: Job, nprocs: int | None = None) -> tuple[list[Case], list[st
     return list(cases.values()), notes
 
 
+def _check_ranks(cases: Sequence[Case], p: int) -> None:
+    """JobError when a case's scheme cannot run on ``p`` ranks (e.g. ranks_per_node)."""
+    from hpcq.collectives import scheme
+
+    for spec in dict.fromkeys(str(getattr(c.bench, "scheme", "")) for c in cases):
+        if spec:
+            try:
+                scheme(spec).check_ranks(p)
+            except ValueError as e:
+                raise JobError(f"schemes: {e}") from None
+
+
 def _everywhere(comm: Any, rank0: Any) -> Any:
     """Broadcast rank 0's (value, error); raise the error on every rank alike."""
     value, err = comm.bcast(rank0, root=0)
@@ -166,6 +178,7 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
     def load() -> tuple[Job, list[Case], list[str], str, set[str]]:
         job = given if given is not None else read_job(path, overrides)
         cases, notes = expand_job(job, comm.Get_size())
+        _check_ranks(cases, comm.Get_size())
         if shard is not None:
             k, n = parse_shard(shard)
             cases = cases[k::n]

@@ -222,6 +222,10 @@ class Scheme:
         """A guarantee on the NMSE of the mean (None: the scheme gives none)."""
         return None
 
+    def check_ranks(self, p: int) -> None:
+        """ValueError (one line) when the scheme cannot run on ``p`` ranks; the runner asks
+        before any MPI work, so a bad rank count never stops a run half-way."""
+
     def sums_in(self, comp: Compressor | None) -> str | None:
         """The format MPI adds in (fp32, fp16, bf16) when the scheme sums with MPI, else None."""
         return self.cast

@@ -95,6 +95,12 @@ class TwoLevel(Scheme):
     )
     style = ("#882255", "h", "-")
 
+    def check_ranks(self, p: int) -> None:
+        k = int(self.p["ranks_per_node"])
+        if k and p % k:
+            raise ValueError(f"scheme {self.name}: ranks_per_node={k} does not divide the {p} "
+                             f"ranks")
+
     def _validate(self) -> None:
         name = self.p["outer"]
         if name not in SCHEMES or name == self.name:
