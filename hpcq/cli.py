@@ -476,5 +476,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         prefix = f"[rank {rank}] " if size > 1 else ""
         print(f"{prefix}hpcq: error: {text or type(e).__name__}", file=sys.stderr, flush=True)
         if world is not None and size > 1:
-            world.Abort(code)
+            interrupt.abort(world, code)  # the line above reaches the launcher first
         return code

@@ -46,6 +46,10 @@ FORWARD_WAIT_S = 5.0
 ATTACH_WAIT_S = 10.0
 #: Seconds the watcher waits for a commit under way to finish before aborting anyway.
 COMMIT_WAIT_S = 20.0
+#: Seconds between printing the last line and ``MPI_Abort``: the launcher forwards a rank's
+#: stderr through a pipe it may stop reading once the abort reaches it, and a line still in
+#: that pipe is lost (seen once with MPICH's hydra at start-up).
+LINE_GRACE_S = 0.25
 
 
 @dataclass
@@ -171,7 +175,21 @@ def _stop_world(sig: signal.Signals, code: int) -> None:
                 threading.Event().wait(FORWARD_WAIT_S)  # rank 0's abort ends this process
     _report(sig, rank, comm)
     if comm is not None:
-        comm.Abort(code)
+        abort(comm, code)
+
+
+def abort(comm: Any, code: int) -> None:
+    """``MPI_Abort(code)`` after giving the launcher :data:`LINE_GRACE_S` to forward the line
+    just printed (stdout and stderr flushed first)."""
+    import time
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe must not stop the abort
+            pass
+    time.sleep(LINE_GRACE_S)
+    comm.Abort(code)
 
 
 def _close(writer: Any) -> None:

@@ -45,10 +45,25 @@ def _ranks(marker: int) -> dict[int, int]:
             continue
         if "python" not in stat.split(")")[0]:
             continue
+        if _is_rank_child(stat, marker):  # a rank's subprocess between fork and exec
+            continue
         rank = next((v for v in env if v.startswith(b"PMI_RANK=")), None)
         if rank is not None:
             out[int(rank.split(b"=")[1])] = int(entry.name)
     return out
+
+
+def _is_rank_child(stat: str, marker: int) -> bool:
+    """Whether the process of ``stat`` is a child of a rank: a rank's subprocess (``uname``,
+    ``git``) is a copy of the rank, environment and signal handlers included, until it execs."""
+    ppid = stat.rsplit(")", 1)[1].split()[1]
+    try:
+        parent_env = Path(f"/proc/{ppid}/environ").read_bytes().split(b"\0")
+        parent_stat = Path(f"/proc/{ppid}/stat").read_text()
+    except OSError:
+        return False
+    return (b"HPCQ_SIGNAL_TEST=%d" % marker in parent_env
+            and "python" in parent_stat.split(")")[0])
 
 
 def _handles_sigterm(pid: int) -> bool:

@@ -140,7 +140,8 @@ class CompressedGD(Method):
         log_point(ctx, trace, 0, x, gbuf)
         pending: deque[tuple[int, Pending]] = deque()
         tau = ctx.staleness
-        session = Session(comm)  # the baselines' output buffer, reused every step
+        # the baselines' output buffer, reused every step; they leave the 1/p to the step
+        session = Session(comm, defer_scale=True)
         for t in range(ctx.iterations):
             t0 = MPI.Wtime()
             batch = prob.batch(ctx.batch, ctx.seed, t) if ctx.batch else None
@@ -149,6 +150,7 @@ class CompressedGD(Method):
             res = start_mean(comm, g, send, sch, seed=ctx.seed, step=t, feedback=fb,
                              blocking=tau == 0, session=session,
                              layout=getattr(prob, "layout", None))
+            step_scale = 1.0
             if isinstance(res, Pending):
                 enc, posted, sent, recv = (res.stats.encode_s, res.stats.comm_s,
                                            res.stats.bytes_sent, res.stats.bytes_recv)
@@ -157,16 +159,19 @@ class CompressedGD(Method):
                 if len(pending) > tau:
                     _, done = pending.popleft()
                     before_comm, before_dec = done.stats.comm_s, done.stats.decode_s
-                    mean, _ = done.wait()
+                    mean, done_st = done.wait()
+                    step_scale = done_st.scale
                     comm_s += done.stats.comm_s - before_comm
                     dec = done.stats.decode_s - before_dec
             else:
                 mean, st = res
                 enc, comm_s, dec, sent, recv = (st.encode_s, st.comm_s, st.decode_s,
                                                 st.bytes_sent, st.bytes_recv)
+                step_scale = st.scale  # 1/p where a baseline returned the sum
             tu = MPI.Wtime()
             if mean is not None:
-                axpy(x, -eta, mean)  # float64 iterate, float32 mean, one fused pass
+                # float64 iterate, float32 mean (or sum: its 1/p folded in), one fused pass
+                axpy(x, -eta * step_scale, mean)
             t2 = MPI.Wtime()
             trace.record(t, t_compute=t1 - t0, t_encode=enc, t_comm=comm_s, t_decode=dec,
                          t_update=t2 - tu, t_iter=t2 - t0, bytes_sent=sent, bytes_recv=recv,

@@ -274,7 +274,9 @@ def _timed(comm: Any, case: Case, x: np.ndarray, comp: Compressor | None) -> np.
 
     wtime, barrier, sch = MPI.Wtime, comm.Barrier, scheme(case.scheme)
     seed, rows = case.seed, []
-    session = Session(comm)  # buffers reused across calls, as a training loop reuses them
+    # buffers reused across calls, as a training loop reuses them; the uncompressed
+    # baselines leave their 1/p to the consumer (the optimizer's step), as frameworks do
+    session = Session(comm, defer_scale=True)
     for step in range(case.warmup + case.iterations):
         barrier()
         t0 = wtime()

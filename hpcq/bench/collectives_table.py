@@ -28,7 +28,9 @@ LEGEND = (
     "# p50/p99: percentiles over calls of the slowest rank's time (the time to complete "
     "the collective),\n# max: over ranks and calls, all in us; enc/comm/dec: median over "
     "calls of the slowest rank's split;\n# busbw: 4d/p50 * 2(p-1)/p GB/s (nccl-tests "
-    "allreduce convention); x fp32: p50 / p50 of allreduce-fp32;\n# NMSE vs the exact "
+    "allreduce convention); x fp32: p50 / p50 of allreduce-fp32\n# (timed as frameworks "
+    "run it: the sum, its 1/p folded into the step; checked calls return the mean);\n# "
+    "NMSE vs the exact "
     "float64 mean, bound: its guarantee (- none); ovh%: harness overhead / p50;\n# node-aware "
     "schemes: a second line with the slowest node leader's intra-node / inter-node medians"
 )

@@ -87,6 +87,10 @@ class Stats:
     #: Relative squared error each compression of this rank added, in the order sent
     #: (multi-hop schemes with ``hop_error=true``; None otherwise).
     hop_nmse: list[float] | None = field(default=None, compare=False)
+    #: What the consumer multiplies the returned array by to get the mean: 1.0 (it is the
+    #: mean) except for an uncompressed baseline asked to defer its 1/p scaling
+    #: (``Session.defer_scale``), which returns the sum and 1/p here.
+    scale: float = 1.0
 
     @property
     def total_s(self) -> float:
@@ -99,7 +103,7 @@ class Stats:
         node = ("intra_s", "inter_s", "inter_bytes")  # only node-aware schemes fill them
         keep_node = any(getattr(self, k) for k in node)
         out: dict[str, float | int] = {f.name: getattr(self, f.name) for f in fields(self)
-                                       if f.name not in ("phases", "hop_nmse")
+                                       if f.name not in ("phases", "hop_nmse", "scale")
                                        and (keep_node or f.name not in node)}
         out["total_s"] = self.total_s
         out.update({f"phase_{k}_s": v for k, v in self.phases.items()})

@@ -40,12 +40,14 @@ def allreduce_mean(comm: Any, x: np.ndarray, *, out: np.ndarray | None = None,
         float32 of length d that receives the mean (and is returned).
     session : Session, optional
         Lends a reused output buffer when ``out`` is not given: the strongest honest
-        baseline allocates nothing per call, as a framework's bucket does.
+        baseline allocates nothing per call, as a framework's bucket does.  With
+        ``session.defer_scale`` the sum is returned and ``stats.scale`` is 1/p: the
+        consumer folds it into its step (see :mod:`hpcq.collectives.session`).
 
     Returns
     -------
     mean : numpy.ndarray
-        float32 of length d.
+        float32 of length d (the sum when deferred).
     stats : Stats
         ``encode_s`` is 0, ``decode_s`` the scaling; both byte counts are ``4 d``.
     """
@@ -58,6 +60,8 @@ def allreduce_mean(comm: Any, x: np.ndarray, *, out: np.ndarray | None = None,
     y = _output(x32.shape[0], out, session, "allreduce-fp32")
     comm.Allreduce([x32, MPI.FLOAT], [y, MPI.FLOAT], op=MPI.SUM)
     t1 = MPI.Wtime()
+    if p > 1 and session is not None and session.defer_scale:
+        return y, Stats(0.0, t1 - t0, 0.0, x32.nbytes, x32.nbytes, scale=1.0 / p)
     if p > 1:
         np.divide(y, p, out=y)
     t2 = MPI.Wtime()
@@ -187,7 +191,7 @@ def allreduce_cast_mean(comm: Any, x: np.ndarray, kind: str, *,
     ``encode_s`` is the cast, ``decode_s`` the conversion back and the scaling;
     both byte counts are ``2 d``.  Raises ValueError if an input or the sum
     does not fit the format.  ``out``/``session`` as for :func:`allreduce_mean`
-    (the session also lends the two word buffers).
+    (the session also lends the two word buffers; ``defer_scale`` leaves the sum).
     """
     from mpi4py import MPI
 
@@ -204,10 +208,12 @@ def allreduce_cast_mean(comm: Any, x: np.ndarray, kind: str, *,
     comm.Allreduce([words, MPI.UINT16_T], [total, MPI.UINT16_T], op=sum16_op(kind))
     t2 = MPI.Wtime()
     mean = from16(kind, total, owner, out=_output(d, out, session, owner))
-    if p > 1:
+    defer = p > 1 and session is not None and session.defer_scale
+    if p > 1 and not defer:
         np.divide(mean, p, out=mean)
     t3 = MPI.Wtime()
-    return mean, Stats(t1 - t0, t2 - t1, t3 - t2, words.nbytes, words.nbytes)
+    return mean, Stats(t1 - t0, t2 - t1, t3 - t2, words.nbytes, words.nbytes,
+                       scale=1.0 / p if defer else 1.0)
 
 
 class Allreduce(Scheme):
@@ -245,15 +251,18 @@ class AllreduceFP32(Allreduce):
     style = ("#000000", "X", "--")
     params = (Param("algorithm", str, "auto", "allreduce: MPI's Allreduce then scale d entries; "
                     "rsag: Reduce_scatter, scale d/p, Allgatherv; auto: rsag from "
-                    f"{RSAG_MIN_ELEMENTS} elements", choices=("auto", "allreduce", "rsag")),)
+                    f"{RSAG_MIN_ELEMENTS} elements unless the consumer folds in the 1/p",
+                    choices=("auto", "allreduce", "rsag")),)
 
     def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
              step: int = 0, feedback: Any = None, session: Session | None = None,
              out: np.ndarray | None = None, layout: Layout | None = None
              ) -> tuple[np.ndarray, Stats]:
         alg = self.p["algorithm"]
+        # auto: a deferred scaling leaves the plain Allreduce nothing to beat
         if alg == "rsag" or (alg == "auto" and x.shape[0] >= RSAG_MIN_ELEMENTS
-                             and comm.Get_size() > 1):
+                             and comm.Get_size() > 1
+                             and not (session is not None and session.defer_scale)):
             return rsag_mean(comm, x, out=out, session=session)
         return allreduce_mean(comm, x, out=out, session=session)
 

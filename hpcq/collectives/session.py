@@ -14,6 +14,13 @@ share a memory by accident:
   :meth:`Session.close`.
 
 One session per run (a benchmark case, a training run) and per communicator.
+
+``defer_scale`` (off by default) lets the uncompressed baselines return the *sum*
+and leave the 1/p to the consumer (``Stats.scale``), which folds it into what it
+does next (the optimizer's step size): a framework's allreduce does not make a
+separate pass over the gradient to divide it, so the strongest honest baseline
+costs exactly the ``Allreduce``.  Compressed schemes ignore it (their decoder
+scales for free).
 """
 
 from __future__ import annotations
@@ -27,8 +34,10 @@ import numpy as np
 class Session:
     """Per-run memory of schemes and codecs (see the module docstring)."""
 
-    def __init__(self, comm: Any = None) -> None:
+    def __init__(self, comm: Any = None, *, defer_scale: bool = False) -> None:
         self.comm = comm
+        #: Baselines may return the sum with ``Stats.scale = 1/p`` (see the module doc).
+        self.defer_scale = defer_scale
         self._buffers: dict[tuple[str, str], np.ndarray] = {}
         self._slots: dict[tuple[str, ...], dict[str, Any]] = {}
         self._comms: dict[str, Any] = {}

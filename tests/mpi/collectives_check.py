@@ -26,6 +26,7 @@ import naive  # noqa: E402
 from hpcq.bench import resolve_compressors  # noqa: E402
 from hpcq.collectives import (  # noqa: E402
     SCHEMES,
+    Session,
     iallgather_mean,
     itwo_phase_mean,
     scheme,
@@ -168,6 +169,19 @@ def main() -> None:
         mean, stats = scheme(f"allreduce-fp32:algorithm={alg}")(comm, x)
         record(f"allreduce-fp32 {alg}", mean, stats, lambda: exact, lambda want: float(
             (p + 1) * 2.0**-24 * abs_sum.max() + 1e-30))
+    # a session deferring the 1/p: the sum comes back with stats.scale = 1/p, and the sum
+    # times the scale is the mean (within the same rounding); compressed schemes ignore it
+    deferring = Session(comm, defer_scale=True)
+    for name, u in (("allreduce-fp32", 2.0**-24), ("allreduce-fp16", 2.0**-11),
+                    ("allreduce-bf16", 2.0**-8)):
+        total, stats = SCHEMES.get(name)(comm, x, session=deferring)
+        assert stats.scale == (1.0 / p if p > 1 else 1.0), (name, stats.scale)
+        record(f"{name} deferred", total * np.float32(stats.scale), stats, lambda: exact,
+               lambda want, u=u: float((p + 2) * u * abs_sum.max() + 1e-30))
+    mean, stats = SCHEMES.get("allgather")(comm, x, compressor("fp32"), session=deferring)
+    assert stats.scale == 1.0
+    record("allgather deferred", mean, stats, lambda: exact, lambda want: float(
+        (p + 1) * 2.0**-24 * abs_sum.max() + 1e-30))
     for kind, u in (("fp32", 2.0**-24), ("fp16", 2.0**-11), ("bf16", 2.0**-8)):
         mean, stats = SCHEMES.get("ps-reduce")(comm, x, compressor(kind))
         record(f"ps-reduce {kind}", mean, stats, lambda: exact, lambda want, u=u: float(
