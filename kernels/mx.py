@@ -102,7 +102,9 @@ def _encode_body(x, width, emax, isint, mbits, bias, maxc, ss, pow2, out):  # ty
     total = nb + (n * width + 7) // 8
     bad = 0
     for ch in prange((nb + CHUNK - 1) // CHUNK):
-        codes = np.zeros(CHUNK * K, np.uint8)  # codes past n stay 0 (the last byte's pad)
+        # 8-bit codes go straight into the payload; narrower ones through a buffer whose
+        # codes past n stay 0 (the last byte's pad) and are packed below
+        codes = np.zeros(CHUNK * K if width != 8 else 0, np.uint8)
         k0 = ch * CHUNK
         k1 = min(nb, k0 + CHUNK)
         for k in range(k0, k1):
@@ -118,7 +120,10 @@ def _encode_body(x, width, emax, isint, mbits, bias, maxc, ss, pow2, out):  # ty
             e = shared_exponent(f32_from_bits(m), emax)
             out[k] = np.uint8(e + 127)
             mul = pow2[127 - e]  # float32 2^-e: x * mul is exact or rounds once, as in float64
-            cs = codes[(k - k0) * K:(k - k0) * K + cnt]
+            if width == 8:
+                cs = out[nb + i0:nb + i0 + cnt]
+            else:
+                cs = codes[(k - k0) * K:(k - k0) * K + cnt]
             if isint:
                 for j in range(cnt):
                     t = (xs[j] * mul * np.float32(64.0) + _RNE) - _RNE  # 2^6 exact, rne
@@ -131,8 +136,7 @@ def _encode_body(x, width, emax, isint, mbits, bias, maxc, ss, pow2, out):  # ty
         pos = nb + k0 * K * width // 8
         nbytes = min(total, nb + k1 * K * width // 8) - pos
         if width == 8:
-            for t in range(nbytes):
-                out[pos + t] = codes[t]
+            pass  # written in place above
         elif width == 4:  # two codes per byte: the uint16 c0 | c1 << 8 -> c0 | c1 << 4
             c16 = codes.view(np.uint16)
             for t in range(nbytes):
@@ -157,7 +161,7 @@ def _encode_body(x, width, emax, isint, mbits, bias, maxc, ss, pow2, out):  # ty
     return bad
 
 
-def _decode_body(payload, n, width, table, pow2, out, add):  # type: ignore[no-untyped-def]
+def _decode_body(payload, n, width, isint, table, pow2, out, add):  # type: ignore[no-untyped-def]
     # returns the count of NaN scales, invalid codes and products that overflow float32
     nb = (n + K - 1) // K
     mask = np.uint32((1 << width) - 1)
@@ -171,6 +175,29 @@ def _decode_body(payload, n, width, table, pow2, out, add):  # type: ignore[no-u
             continue
         x = pow2[sb]
         base = nb + i0 * width // 8
+        if width == 8:  # one byte per code: branch-free loops over slices, which vectorise
+            src = payload[base:base + cnt]
+            dst = out[i0:i0 + cnt]
+            nonfinite = 0
+            if isint:  # (c / 64) X = c (X / 64): both exact up to one rounding of c 2^(e-6)
+                x64 = x * np.float32(0.015625)
+                for j in range(cnt):
+                    v = np.float32(np.int8(src[j])) * x64
+                    nonfinite += (v - v) != np.float32(0.0)  # NaN/Inf: v - v is NaN
+                    if add:
+                        dst[j] += v
+                    else:
+                        dst[j] = v
+            else:
+                for j in range(cnt):
+                    v = table[src[j]] * x
+                    nonfinite += (v - v) != np.float32(0.0)
+                    if add:
+                        dst[j] += v
+                    else:
+                        dst[j] = v
+            bad += nonfinite
+            continue
         for j in range(cnt):
             bit = j * width
             b0 = base + (bit >> 3)
@@ -240,7 +267,9 @@ def mx_decode(payload: np.ndarray, n: int, *, fmt: str, out: np.ndarray | None =
     if n == 0:
         return out
     fn = _decode_par if use_parallel(n) else _decode
-    bad = fn(np.ascontiguousarray(payload), n, width, _TABLES[fmt], _POW2_32, out, bool(add))
+    isint = MX_FORMATS[fmt][0] == "int8"
+    bad = fn(np.ascontiguousarray(payload), n, width, isint, _TABLES[fmt], _POW2_32, out,
+             bool(add))
     if bad:
         raise ValueError(f"corrupted payload: {bad} NaN scale(s), invalid {fmt} element(s) or "
                          f"element x scale products beyond float32")

@@ -180,7 +180,8 @@ def test_mx_blocks_match_the_spec_transcription(fmt):
         assert mx._encode.py_func(x, w, emax, isint, m, bias, maxc, ss, mx._POW2_32, out) == 0
         np.testing.assert_array_equal(out, got)
         y2 = np.empty(n, np.float32)
-        assert mx._decode.py_func(got, n, w, mx.element_table(fmt), mx._POW2_32, y2, False) == 0
+        assert mx._decode.py_func(got, n, w, isint, mx.element_table(fmt), mx._POW2_32, y2,
+                                  False) == 0
         np.testing.assert_array_equal(y2, y)
 
 
