@@ -88,13 +88,22 @@ def expand_job(job: Job, nprocs: int | None = None) -> tuple[list[Case], list[st
 
 
 def _check_ranks(cases: Sequence[Case], p: int) -> None:
-    """JobError when a case's scheme cannot run on ``p`` ranks (e.g. ranks_per_node)."""
+    """JobError when a case's scheme cannot run on ``p`` ranks (e.g. ranks_per_node) or on
+    its workload's gradient (PowerSGD with nothing to compress), before any MPI work."""
     from hpcq.collectives import scheme
+    from hpcq.workloads import workload
 
     for spec in dict.fromkeys(str(getattr(c.bench, "scheme", "")) for c in cases):
         if spec:
             try:
                 scheme(spec).check_ranks(p)
+            except ValueError as e:
+                raise JobError(f"schemes: {e}") from None
+    for spec, name in dict.fromkeys((str(getattr(c.bench, "scheme", "")),
+                                     str(getattr(c.bench, "workload", ""))) for c in cases):
+        if spec and name:
+            try:
+                scheme(spec).check_layout(workload(name).layout)
             except ValueError as e:
                 raise JobError(f"schemes: {e}") from None
 

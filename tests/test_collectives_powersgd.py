@@ -222,3 +222,32 @@ def test_benches_and_training_take_schemes_without_compressor() -> None:
     assert np.isfinite(trace.loss).all() and trace.loss[-1] < trace.loss[0]
     assert np.all(np.asarray(trace.series["bytes_sent"]) == sent)
     assert np.all(np.asarray(trace.series["payload_bits"]) == 8 * sent)
+
+
+def test_rank_larger_than_a_matrix_is_an_error() -> None:
+    lay = Layout.from_shapes([("fc1.weight", (32, 64)), ("fc2.weight", (10, 32)), ("b", (10,))])
+    # below rate 1 the hook would compress fc2 at rank 10 instead of 16: refused, named
+    with pytest.raises(ValueError, match=r"rank=16 is larger than tensor 'fc2.weight' "
+                                         r"\(10 x 32 as a matrix\).*rank <= 10"):
+        make_plan(lay, 16, 0.1, False)
+    # a whole gradient of which nothing is compressed: refused, with the largest useful rank
+    # (32 x 64 at rate 2: 96 k 2 < 2048 up to k = 10)
+    with pytest.raises(ValueError, match=r"leaves no matrix of this gradient to compress.*"
+                                         r"rank <= 10 \(for 'fc1.weight' \(32 x 64\)\)"):
+        scheme("powersgd:rank=11").check_layout(lay)
+    with pytest.raises(ValueError, match="lower min_compression_rate"):
+        scheme("powersgd:rank=1,min_compression_rate=100").check_layout(lay)
+    scheme("powersgd:rank=10").check_layout(lay)  # fc1 compressed: fine
+    scheme("powersgd:rank=4").check_layout(Layout.flat(100))  # no matrices: plain fp32
+    assert make_plan(Layout.from_shapes([("b", (10,)), ("w", (8, 9))]), 2, 2.2,
+                     False).units == ()  # one bucket may compress nothing
+
+
+def test_workload_job_refuses_powersgd_with_nothing_to_compress() -> None:
+    from hpcq.config import JobError, job_from_tables
+    from hpcq.runner import run_job
+
+    job = job_from_tables("test", {"collectives": {
+        "workload": "tiny", "schemes": ["powersgd:rank=64"], "iterations": 1}})
+    with pytest.raises(JobError, match="schemes: .*rank=64.*leaves no matrix"):
+        run_job(MPI.COMM_SELF, None, job=job, save=False)

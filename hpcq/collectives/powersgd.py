@@ -48,6 +48,7 @@ per float of every P, every Q and the uncompressed part (each allreduce's data o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,12 +120,22 @@ class Plan:
 
 
 def make_plan(layout: Layout, rank: int, min_rate: float, batch: bool) -> Plan:
-    """The :class:`Plan` of ``layout`` (see the module docstring for the rules)."""
+    """The :class:`Plan` of ``layout`` (see the module docstring for the rules).
+
+    ValueError when ``rank`` exceeds a dimension of a matrix it would compress (possible
+    with ``min_rate`` < 1: the hook silently lowers the rank there).  A plan may compress
+    nothing (a bucket of biases); :meth:`PowerSGD.check_layout` refuses a whole gradient
+    of which nothing would be.
+    """
     groups: dict[tuple[int, int], list[int]] = {}
     rest: list[tuple[int, int]] = []
     for t in layout:
         nm = matrix_shape(t)
         if nm is not None and should_compress(nm[0], nm[1], rank, min_rate):
+            if rank > min(nm):
+                raise ValueError(f"scheme powersgd: rank={rank} is larger than tensor "
+                                 f"{t.name!r} ({nm[0]} x {nm[1]} as a matrix) allows; use "
+                                 f"rank <= {min(nm)} or min_compression_rate >= 1")
             groups.setdefault(nm, []).append(t.offset)
         elif rest and rest[-1][0] + rest[-1][1] == t.offset:
             rest[-1] = (rest[-1][0], rest[-1][1] + t.size)  # adjacent runs merge
@@ -175,6 +186,23 @@ class PowerSGD(Scheme):
 
     def compressed_size(self, layout: Layout) -> int:
         return self.plan(layout).packed
+
+    def check_layout(self, layout: Layout) -> None:
+        """ValueError when the layout has matrices and the hook's rule compresses none of
+        them (the run would measure an fp32 allreduce under PowerSGD's name); the message
+        gives the largest rank that would compress one."""
+        rank, min_rate = int(self.p["rank"]), float(self.p["min_compression_rate"])
+        shapes = [(nm, t.name) for t in layout if (nm := matrix_shape(t)) is not None]
+        if not shapes or self.plan(layout).units:
+            return
+        # the largest rank that compresses some matrix: (n + m) k rate < n m, k <= min(n, m)
+        best = max((min(n, m, math.ceil(n * m / ((n + m) * min_rate)) - 1) if min_rate > 0
+                    else min(n, m), f"{name!r} ({n} x {m})") for (n, m), name in shapes)
+        fix = (f"use rank <= {best[0]} (for {best[1]})" if best[0] >= 1
+               else "lower min_compression_rate")
+        raise ValueError(f"scheme {self.spec}: rank={rank} with min_compression_rate="
+                         f"{min_rate:g} leaves no matrix of this gradient to compress (the "
+                         f"run would be an fp32 allreduce); {fix}")
 
     def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
              step: int = 0, feedback: Any = None, session: Session | None = None,

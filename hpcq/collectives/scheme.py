@@ -212,6 +212,10 @@ class Scheme:
         """The distinct vector lengths the codec encodes in one call (default: ``[d]``)."""
         return [d]
 
+    def check_layout(self, layout: Layout) -> None:
+        """ValueError when this scheme can do nothing meaningful with a whole gradient of
+        ``layout`` (PowerSGD with no matrix to compress); default: any layout will do."""
+
     def compressed_size(self, layout: Layout) -> int:
         """Entries of ``layout`` a scheme that takes no compressor compresses itself (PowerSGD's
         matrices; default 0: the casts send everything in their format)."""
