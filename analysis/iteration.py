@@ -27,7 +27,12 @@ backward (on a GPU its kernels would share the device; on the CPUs of the valida
 the backward sleeps), and the buckets' collectives do not slow each other.
 
 One call's cost of a (scheme, codec) at n elements and p ranks over a link of r bit/s is a
-:class:`Part`: ``comm = alpha L(p) + (beta_cpu + 8 / r) B(p, m(n), n)`` with L, B the
+:class:`Part`.  At the rank count and link it was measured on, its communication is the
+measurement (log-log interpolated between the measured lengths; beyond them the nearest
+measured time scaled as the fit scales): an emulated link is not an alpha-beta line (a
+token bucket's burst, TCP's slow start make small messages cost what no straight fit
+through the large ones gives).  Elsewhere ``comm = alpha L(p) + (beta_cpu + 8 / r)
+B(p, m(n), n)`` with L, B the
 scheme's :class:`~hpcq.collectives.scheme.Cost` terms, alpha and beta fitted to measured
 collectives (:mod:`hpcq.analysis.model`), ``beta_cpu`` the per-byte time the fit holds
 beyond the wire of the measured link (``beta - 8 / r_measured``, >= 0: copies, the
@@ -175,6 +180,10 @@ class Part:
     decode_s: tuple[float, ...] = ()
     #: Where the numbers come from (fit status, measured link), for the verdict's notes.
     notes: tuple[str, ...] = field(default=())
+    #: The measured communication times at ``lengths`` (``p0`` ranks) over the link of
+    #: ``rate_bits`` bit/s: used instead of the fit at that (p, link), see :meth:`call`.
+    comm_s: tuple[float, ...] = ()
+    rate_bits: float | None = None
 
     def message(self, n: float, p: int) -> float:
         """m: one rank's message of n elements at p ranks."""
@@ -192,10 +201,26 @@ class Part:
             self.cost.encodes(p) / self.cost.encodes(self.p0)
         d = _interp_time(n, lengths, np.asarray(self.decode_s)) * \
             self.cost.decodes(p) / self.cost.decodes(self.p0)
-        beta = self.beta_cpu_s_per_byte + 8.0 / rate_bits
-        comm = self.alpha_s * self.cost.steps(p) + beta * self.cost.volume(
-            p, self.message(n, p), int(n))
+        comm = self._fitted(n, p, rate_bits)
+        if self.comm_s and p == self.p0 and self.rate_bits and \
+                abs(rate_bits / self.rate_bits - 1.0) < 1e-9:
+            # at the measured (p, link) the measurements themselves: log-log interpolation
+            # inside the measured lengths; outside, the nearest one scaled by the fit's ratio
+            lo, hi = lengths[0], lengths[-1]
+            if lo <= n <= hi:
+                comm = _interp_time(n, lengths, np.asarray(self.comm_s))
+            else:
+                k = 0 if n < lo else -1
+                ref = self._fitted(float(lengths[k]), p, rate_bits)
+                if ref > 0:
+                    comm *= self.comm_s[k] / ref
         return (e, float(comm), d)
+
+    def _fitted(self, n: float, p: int, rate_bits: float) -> float:
+        """The alpha-beta model's communication seconds."""
+        beta = self.beta_cpu_s_per_byte + 8.0 / rate_bits
+        return float(self.alpha_s * self.cost.steps(p) + beta * self.cost.volume(
+            p, self.message(n, p), int(n)))
 
 
 def breakeven(codec: Callable[[float], float], reference: Callable[[float], float],

@@ -20,8 +20,9 @@ comes from (``source``):
 * ``measured``: a workload case of the files ran this (workload, scheme, codec) at this
   rank count over this link; its per-bucket times (median over iterations of the slowest
   rank) replace the model's, the overlap is still modelled;
-* ``fitted``: the alpha-beta fit at a rank count within the measured ones, over the
-  measured link;
+* ``fitted``: from the collectives measured over this link: at their rank count the
+  measured times, interpolated between the measured lengths (beyond them scaled as the
+  alpha-beta fit scales); at another rank count within the measured ones, the fit;
 * ``extrapolated``: rank count beyond the largest measured (the fit's p dependence);
 * ``link-modelled``: the requested link was not measured: the wire term 8/r replaces the
   measured link's (see :mod:`hpcq.analysis.iteration`).
@@ -198,7 +199,8 @@ def load_inputs(paths: str | Path | Iterable[str | Path], *, allow_mixed: bool =
             max(0.0, (m - header) / big["d"]), header, p0,
             tuple(q["d"] for q in at), tuple(q["encode_s"] for q in at),
             tuple(q["decode_s"] for q in at),
-            (f"fit {f.status} ({which}), rms residual {f.rms_rel_residual:.0%}",))
+            (f"fit {f.status} ({which}), rms residual {f.rms_rel_residual:.0%}",),
+            tuple(q["comm_s"] for q in at), rate)
     vector_nmse: dict[tuple[str, str], tuple[float, int]] = {}
     for r in rows:
         k = (str(r["scheme"]), str(r["spec"]))

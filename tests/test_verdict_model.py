@@ -90,6 +90,26 @@ def test_part_call_uses_the_scheme_cost_terms() -> None:
     assert part.call(0, 2, 1e9) == (0.0, 0.0, 0.0)
 
 
+def test_part_call_uses_its_measured_comm_at_the_measured_ranks_and_link() -> None:
+    ar = SCHEMES.get("allreduce-fp32").cost
+    part = Part("allreduce-fp32", "fp32", ar, 1e-5, 1e-10, 4.0, 0.0, 2,
+                (1024, 4096), (0.0, 0.0), (0.0, 0.0), (), (1e-3, 4e-3), 1e9)
+
+    def fitted(n: float, p: int, r: float) -> float:
+        return 1e-5 * ar.steps(p) + (1e-10 + 8 / r) * ar.volume(p, 4.0 * n, int(n))
+
+    assert part.call(1024, 2, 1e9)[1] == pytest.approx(1e-3)  # the measurement itself
+    assert part.call(2048, 2, 1e9)[1] == pytest.approx(2e-3)  # log-log between
+    # beyond the measured lengths: the nearest measurement scaled as the fit scales
+    assert part.call(8192, 2, 1e9)[1] == pytest.approx(
+        4e-3 * fitted(8192, 2, 1e9) / fitted(4096, 2, 1e9))
+    assert part.call(512, 2, 1e9)[1] == pytest.approx(
+        1e-3 * fitted(512, 2, 1e9) / fitted(1024, 2, 1e9))
+    # another rank count or link: the fit
+    assert part.call(2048, 4, 1e9)[1] == pytest.approx(fitted(2048, 4, 1e9))
+    assert part.call(2048, 2, 1e10)[1] == pytest.approx(fitted(2048, 2, 1e10))
+
+
 def test_compute_seconds() -> None:
     assert compute_seconds(1e9, compute_ms=120)[0] == pytest.approx(0.12)
     s, how = compute_seconds(4e9, flops=96e12, batch=32)
