@@ -17,43 +17,44 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hpcq.kernels._config import EXACT, REDUCE
+from hpcq.kernels._config import EXACT
+from hpcq.kernels.cast import f32_bits, f32_from_bits
 from hpcq.kernels.rng import GOLDEN, mix64
 
 _S40 = np.uint64(40)
 _ONE = np.uint64(1)
 _TWO24 = 16777216.0
+_ABS = np.uint32(0x7FFFFFFF)
+_INF = np.uint32(0x7F800000)
 
 #: The integer word types of the sum, by width.
 WORDS = {8: np.int8, 16: np.int16, 32: np.int32}
 
 
-@njit(**REDUCE)
+@njit(**EXACT)
 def _max_abs(x):  # type: ignore[no-untyped-def]
-    m = np.float32(0.0)
+    # on the bits: |x| orders as its uint32 bits, and an integer max vectorises; a NaN
+    # (bits above Inf's) is skipped, as round_to_grid reports it
+    m = np.uint32(0)
     for i in range(x.shape[0]):
-        a = abs(x[i])
-        if a > m:
-            m = a
-    return m
+        b = f32_bits(x[i]) & _ABS
+        m = max(m, b if b <= _INF else np.uint32(0))
+    return f32_from_bits(m)
 
 
 @njit(**EXACT)
 def _round(x, out, inv_scale, q, key):  # type: ignore[no-untyped-def]
+    # branch-free (selects, not jumps), so that the loop vectorises: a non-finite x_i
+    # (x_i - x_i is NaN) is counted and written as 0
     bad = 0
     for i in range(x.shape[0]):
-        xi = x[i]
-        if not np.isfinite(xi):
-            bad += 1
-            out[i] = 0
-            continue
-        v = np.float64(xi) * inv_scale
-        if v > q:
-            v = q
-        elif v < -q:
-            v = -q
+        xi = np.float64(x[i])
+        finite = (xi - xi) == 0.0
+        bad += not finite
+        v = min(max(xi * inv_scale, -q), q) if finite else 0.0
         t = np.floor(v)
-        frac_bits = np.int64(np.floor((v - t) * _TWO24 + 0.5))
+        # (v - t) 2^24 + 1/2 > 0: truncation is the floor
+        frac_bits = np.int64((v - t) * _TWO24 + 0.5)
         r = np.int64(mix64(key + (np.uint64(i) + _ONE) * GOLDEN) >> _S40)
         out[i] = np.int64(t) + ((frac_bits + r) >> 24)
     return bad

@@ -62,6 +62,24 @@ def _x(d: int = 777, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(d).astype(np.float32)
 
 
+@pytest.mark.mpi
+def test_hop_errors_reach_the_result_file(mpirun, tmp_path: Path) -> None:
+    from hpcq.store import read_cases
+
+    mpirun(2, "bench", "collectives", "--sizes", "10", "--schemes", "ring:hop_error=true",
+           "rhd", "--compressors", "qsgd:bits=4", "--iterations", "3", "--warmup", "1",
+           "-o", "h.h5")
+    cases = {c["scheme"].split(":")[0]: c for c in read_cases(tmp_path / "h.h5")}
+    ring, rhd = cases["ring"], cases["rhd"]
+    assert "hop_nmse" not in rhd and "hop_nmse_max" not in rhd  # not asked for
+    per = ring["hop_nmse"]
+    # each rank's compressions in order (the reduce-scatter hop, then its reduced chunk);
+    # qsgd 4-bit with 512-element buckets: about 1.6 each
+    assert per.shape == (2, 2) and np.all((per > 0.5) & (per < 3))
+    assert ring["units"]["hop_nmse"] == "1"
+    assert ring["hop_nmse_max"] == pytest.approx(per.max())
+
+
 @pytest.mark.parametrize("name", MULTI)
 @pytest.mark.parametrize("spec", ["qsgd:bits=4", "hadamard+sign:scale=drive", "topk:ratio=0.05"])
 def test_size_one_is_the_codec(name: str, spec: str) -> None:
@@ -124,6 +142,19 @@ def test_round_to_grid_equals_naive(bits: int, d: int) -> None:
         out = np.empty(d, np.float32)
         intsum._decode.py_func(total, out, scale / p)
         np.testing.assert_array_equal(out, intsum.decode_sum(total, scale, p))
+
+
+def test_max_abs_equals_numpy_and_skips_nan() -> None:
+    rng = np.random.default_rng(3)
+    for d in (0, 1, 7, 1000, 4099):
+        x = (rng.standard_normal(d) * 10.0 ** rng.integers(-40, 30, d)).astype(np.float32)
+        want = float(np.abs(x).max()) if d else 0.0
+        assert intsum.max_abs(x) == want
+        if d:
+            x[d // 2] = np.nan  # skipped: round_to_grid reports it
+            assert intsum.max_abs(x) == float(np.nanmax(np.abs(x)) if d > 1 else 0.0)
+            x[0] = -np.inf
+            assert intsum.max_abs(x) == np.inf
 
 
 def test_rounding_is_unbiased_and_zero_scale_gives_zeros() -> None:

@@ -30,6 +30,9 @@ Datasets: ``encode_s``, ``comm_s``, ``decode_s``, ``total_s`` (= encode + comm +
 decode), ``overhead_s`` and ``exposed_comm_s`` (communication no encode or decode
 overlapped: pipelined schemes; 0 for the others) of shape (nprocs, iterations), ``warmup_total_s``
 (nprocs, warmup), all in "s"; ``nmse_draws`` (K,) in "1" (one per validation call);
+``hop_nmse`` (nprocs, hops) in "1" for a multi-hop scheme with ``hop_error=true``: each
+rank's relative squared error per compression it sent, mean over the timed calls (NaN past
+a rank's last hop), with attribute ``hop_nmse_max``;
 ``bytes_sent``, ``bytes_recv`` (nprocs,) in "bytes": each rank's mean over the timed
 calls of the payload bytes it hands to / gets from the collective (headers and scales
 included: they are in the messages; a message for all ranks counts once).
@@ -266,14 +269,17 @@ def _data(comm: Any, seed: int, d: int) -> dict[str, Any]:
     return _inputs
 
 
-def _timed(comm: Any, case: Case, x: np.ndarray, comp: Compressor | None) -> np.ndarray:
+def _timed(comm: Any, case: Case, x: np.ndarray, comp: Compressor | None
+           ) -> tuple[np.ndarray, np.ndarray | None]:
     """Warm-up and timed calls: (n, 10) of encode, comm, decode, wall seconds, bytes sent, recv,
     the node-aware split (intra-node seconds, inter-node seconds, inter-node bytes sent) and
-    the exposed (non-overlapped) communication seconds."""
+    the exposed (non-overlapped) communication seconds; and, for a multi-hop scheme that
+    records it (``hop_error=true``), this rank's relative error per hop, averaged over the
+    timed calls (None otherwise)."""
     from mpi4py import MPI
 
     wtime, barrier, sch = MPI.Wtime, comm.Barrier, scheme(case.scheme)
-    seed, rows = case.seed, []
+    seed, rows, hops = case.seed, [], []
     # buffers reused across calls, as a training loop reuses them; the uncompressed
     # baselines leave their 1/p to the consumer (the optimizer's step), as frameworks do
     session = Session(comm, defer_scale=True)
@@ -285,8 +291,11 @@ def _timed(comm: Any, case: Case, x: np.ndarray, comp: Compressor | None) -> np.
         st = result[1]
         rows.append((st.encode_s, st.comm_s, st.decode_s, t1 - t0, st.bytes_sent, st.bytes_recv,
                      st.intra_s, st.inter_s, st.inter_bytes, st.exposed_comm_s))
+        if st.hop_nmse is not None and step >= case.warmup:
+            hops.append(st.hop_nmse)
         result = None  # the mean is freed here, outside the timed region
-    return np.array(rows, dtype=np.float64)
+    per_hop = np.mean(np.array(hops, dtype=np.float64), axis=0) if hops else None
+    return np.array(rows, dtype=np.float64), per_hop
 
 
 def _consistent(comm: Any, mean: np.ndarray) -> bool:
@@ -348,10 +357,10 @@ def run_case(
     run_comp = comp if sch.takes_compressor else None
     rank, p, d = comm.Get_rank(), comm.Get_size(), case.d
     data = _data(comm, case.seed, d)
-    samples = _timed(comm, case, data["x"], run_comp)
+    samples, hops = _timed(comm, case, data["x"], run_comp)
     # a timing reference (the plain MPI sum) has no accuracy to validate
     consistent, draws = (True, []) if sch.reference else _validate(comm, case, data, run_comp)
-    gathered = comm.gather((samples, data["sq_norm"]), root=0)
+    gathered = comm.gather((samples, data["sq_norm"], hops), root=0)
     if rank != 0:
         return None
     nmse = float(np.mean(draws)) if draws else None
@@ -431,6 +440,16 @@ def run_case(
         "bytes_sent": (sent, "bytes"),
         "bytes_recv": (timed[:, :, 5].mean(axis=1), "bytes"),
     }
+    if any(g[2] is not None for g in gathered):
+        # (nprocs, hops): each rank's error per hop (NaN past a rank's last hop: with a rank
+        # count that is not a power of two, rhd's folded ranks make fewer hops)
+        width = max(len(g[2]) for g in gathered if g[2] is not None)
+        per = np.full((p, width), np.nan)
+        for r, g in enumerate(gathered):
+            if g[2] is not None:
+                per[r, :len(g[2])] = g[2]
+        datasets["hop_nmse"] = (per, "1")
+        attrs["hop_nmse_max"] = float(np.nanmax(per))
     row = {k: v for k, v in attrs.items() if k != "compressor"}
     row["label"] = case.scheme if case.baseline else f"{case.scheme} {case.spec}"
     return attrs, datasets, row

@@ -1,5 +1,6 @@
-"""What the multi-hop schemes (``ring``, ``rhd``) share: hop seeds, one hop's encode, the
-point-to-point exchange of variable-length bytes, and the composed guarantee.
+"""What the multi-hop schemes (``ring``, ``rhd``) share: their scheme wrapper
+(:class:`HopScheme`), hop seeds, one hop's encode, the point-to-point exchange of
+variable-length bytes, and the composed guarantee.
 
 A multi-hop scheme compresses a vector, sends it one hop, and the receiver decodes it,
 adds its own data and compresses the sum again.  Every compression in one chain of hops
@@ -18,20 +19,52 @@ sent them; it costs one extra decode per hop, and it is off by default.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from hpcq.collectives import Stats
+from hpcq.collectives.allgather import _into
+from hpcq.collectives.scheme import Scheme
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
+from hpcq.compressors.base import Param
 from hpcq.feedback import ErrorFeedback
+from hpcq.workloads.layout import Layout
 
 _G = 0x9E3779B97F4A7C15
 _U64 = (1 << 64) - 1
 #: Message tag of the multi-hop schemes' point-to-point traffic.
 TAG = 0x4851
+
+
+def hop_message(wire: float, d: int, p: int) -> float:
+    """One message's bytes from a rank's wire bytes: 2 (p - 1) messages of m / p each."""
+    return wire * p / (2 * (p - 1)) if p > 1 else wire
+
+
+class HopScheme(Scheme):
+    """A multi-hop compressed mean: its ``feedback`` and ``hop_error`` parameters, and the
+    call of its mean function ``run`` (``ring_mean``, ``rhd_mean``) with them."""
+
+    params = (
+        Param("feedback", bool, False, "error feedback on every hop (memories in the session)"),
+        Param("hop_error", bool, False, "record each hop's relative error in Stats.hop_nmse"),
+    )
+    #: ``run(comm, x, comp, *, seed, step, session, feedback, hop_error) -> (mean, Stats)``
+    run: Callable[..., tuple[np.ndarray, Stats]]
+
+    def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
+             step: int = 0, feedback: ErrorFeedback | None = None,
+             session: Session | None = None, out: np.ndarray | None = None,
+             layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
+        if self.p["feedback"] and session is None:
+            raise ValueError(f"scheme {self.name}: feedback=true needs a session (the memories)")
+        mean, st = type(self).run(comm, x, self._need(comp), seed=seed, step=step,
+                                  session=session, feedback=self.p["feedback"],
+                                  hop_error=self.p["hop_error"])
+        return _into(mean, out), st
 
 
 def hop_seed(seed: int, hop: int) -> int:

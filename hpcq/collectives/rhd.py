@@ -44,24 +44,23 @@ from typing import Any
 import numpy as np
 
 from hpcq.collectives import Stats, chunk_bounds
-from hpcq.collectives.allgather import _into
 from hpcq.collectives.hops import (
+    HopScheme,
     chain_bound,
     codec_omega,
     encode_hop,
     exchange,
     hop_memory,
+    hop_message,
     hop_seed,
     pack,
     unpack,
 )
 from hpcq.collectives.ring import _f32
-from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, ring
+from hpcq.collectives.scheme import BoundInputs, Cost, lg, register, ring
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
-from hpcq.compressors.base import Param
 from hpcq.feedback import ErrorFeedback
-from hpcq.workloads.layout import Layout
 
 
 def layout(p: int, rank: int) -> tuple[int, int, int]:
@@ -223,32 +222,20 @@ def _decodes(p: int) -> float:
     return 1.0 + (q - 1) / q + (1.0 if q != p else 0.0)
 
 
-class RHD(Scheme):
+class RHD(HopScheme):
     """Compressed recursive halving (decode-add-re-encode), then doubling allgather."""
 
     name = "rhd"
     summary = ("Rabenseifner: recursive halving with decode-add-re-encode, then recursive "
                "doubling of the compressed reduced chunks; 2 lg p hops (fold for p != 2^k)")
-    params = (
-        Param("feedback", bool, False, "error feedback on every hop (memories in the session)"),
-        Param("hop_error", bool, False, "record each hop's relative error in Stats.hop_nmse"),
-    )
     style = ("#CC79A7", "^", "-")
     cost = Cost("recursive halving + recursive doubling of compressed chunks (fold when "
                 "p != 2^k)", lambda p: 2 * lg(p), lambda p, m, d: ring(p) * m, lambda p: 1.0,
                 _decodes, ("2 lg p", "2 (p-1)/p m", "1", "2 - 1/p' (+1 fold)"),
-                message=lambda wire, d, p: wire * p / (2 * (p - 1)) if p > 1 else wire,
+                message=hop_message,
                 chunk_headers=True)
 
-    def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
-             step: int = 0, feedback: ErrorFeedback | None = None,
-             session: Session | None = None, out: np.ndarray | None = None,
-             layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
-        if self.p["feedback"] and session is None:
-            raise ValueError("scheme rhd: feedback=true needs a session (the memories)")
-        mean, st = rhd_mean(comm, x, self._need(comp), seed=seed, step=step, session=session,
-                            feedback=self.p["feedback"], hop_error=self.p["hop_error"])
-        return _into(mean, out), st
+    run = staticmethod(rhd_mean)
 
     def codec_lengths(self, d: int, p: int) -> list[int]:
         """Every segment length the halving compresses, and the chunks (and d with a fold)."""

@@ -57,21 +57,19 @@ from typing import Any
 import numpy as np
 
 from hpcq.collectives import Stats, chunk_bounds
-from hpcq.collectives.allgather import _into
 from hpcq.collectives.hops import (
+    HopScheme,
     chain_bound,
     codec_omega,
     encode_hop,
     exchange,
     hop_memory,
+    hop_message,
     hop_seed,
 )
-from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, register, ring
+from hpcq.collectives.scheme import BoundInputs, Cost, register, ring
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
-from hpcq.compressors.base import Param
-from hpcq.feedback import ErrorFeedback
-from hpcq.workloads.layout import Layout
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -183,32 +181,20 @@ def ring_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0, step
                             **kw)  # type: ignore[arg-type]
 
 
-class Ring(Scheme):
+class Ring(HopScheme):
     """Compressed ring reduce-scatter (decode, add, re-encode per hop), then ring allgather."""
 
     name = "ring"
     summary = ("ring reduce-scatter with decode-add-re-encode per hop, then ring allgather "
                "of the compressed reduced chunks: 2 (p-1) hops, O(d bits) per rank")
-    params = (
-        Param("feedback", bool, False, "error feedback on every hop (memories in the session)"),
-        Param("hop_error", bool, False, "record each hop's relative error in Stats.hop_nmse"),
-    )
     style = ("#009E73", "v", "-")
     cost = Cost("ring reduce-scatter + ring allgather of m/p-byte chunks (Isend/Recv)",
                 lambda p: 2 * (p - 1), lambda p, m, d: ring(p) * m, lambda p: 1.0,
                 lambda p: 1.0 + (p - 1) / p, ("2 (p-1)", "2 (p-1)/p m", "1", "1 + (p-1)/p"),
-                message=lambda wire, d, p: wire * p / (2 * (p - 1)) if p > 1 else wire,
+                message=hop_message,
                 chunk_headers=True)
 
-    def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
-             step: int = 0, feedback: ErrorFeedback | None = None,
-             session: Session | None = None, out: np.ndarray | None = None,
-             layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
-        if self.p["feedback"] and session is None:
-            raise ValueError("scheme ring: feedback=true needs a session (the memories)")
-        mean, st = ring_mean(comm, x, self._need(comp), seed=seed, step=step, session=session,
-                             feedback=self.p["feedback"], hop_error=self.p["hop_error"])
-        return _into(mean, out), st
+    run = staticmethod(ring_mean)
 
     def codec_lengths(self, d: int, p: int) -> list[int]:
         """The chunk lengths (the first ``d % p`` one longer; empty chunks left out)."""
