@@ -29,10 +29,11 @@ the backward sleeps), and the buckets' collectives do not slow each other.
 One call's cost of a (scheme, codec) at n elements and p ranks over a link of r bit/s is a
 :class:`Part`.  At the rank count and link it was measured on, its communication is the
 measurement (log-log interpolated between the measured lengths; beyond them the nearest
-measured time scaled as the fit scales): an emulated link is not an alpha-beta line (a
-token bucket's burst, TCP's slow start make small messages cost what no straight fit
-through the large ones gives).  Elsewhere ``comm = alpha L(p) + (beta_cpu + 8 / r)
-B(p, m(n), n)`` with L, B the
+measured time scaled as the fit scales), and over that link at other rank counts that
+time scaled as the fit scales from the measured rank count: an emulated link is not an
+alpha-beta line (a token bucket's burst, TCP's slow start make small messages cost what
+no straight fit through the large ones gives).  Over other links
+``comm = alpha L(p) + (beta_cpu + 8 / r) B(p, m(n), n)`` with L, B the
 scheme's :class:`~hpcq.collectives.scheme.Cost` terms, alpha and beta fitted to measured
 collectives (:mod:`hpcq.analysis.model`), ``beta_cpu`` the per-byte time the fit holds
 beyond the wire of the measured link (``beta - 8 / r_measured``, >= 0: copies, the
@@ -202,18 +203,20 @@ class Part:
         d = _interp_time(n, lengths, np.asarray(self.decode_s)) * \
             self.cost.decodes(p) / self.cost.decodes(self.p0)
         comm = self._fitted(n, p, rate_bits)
-        if self.comm_s and p == self.p0 and self.rate_bits and \
-                abs(rate_bits / self.rate_bits - 1.0) < 1e-9:
-            # at the measured (p, link) the measurements themselves: log-log interpolation
-            # inside the measured lengths; outside, the nearest one scaled by the fit's ratio
-            lo, hi = lengths[0], lengths[-1]
+        if self.comm_s and self.rate_bits and abs(rate_bits / self.rate_bits - 1.0) < 1e-9:
+            # over the measured link the measurements themselves at p0: log-log interpolation
+            # inside the measured lengths, outside the nearest one scaled as the fit scales;
+            # at another p that time scaled as the fit scales from p0 to p
+            p0, lo, hi = self.p0, lengths[0], lengths[-1]
             if lo <= n <= hi:
-                comm = _interp_time(n, lengths, np.asarray(self.comm_s))
+                at_p0 = _interp_time(n, lengths, np.asarray(self.comm_s))
             else:
                 k = 0 if n < lo else -1
-                ref = self._fitted(float(lengths[k]), p, rate_bits)
-                if ref > 0:
-                    comm *= self.comm_s[k] / ref
+                ref = self._fitted(float(lengths[k]), p0, rate_bits)
+                at_p0 = (self.comm_s[k] * self._fitted(n, p0, rate_bits) / ref if ref > 0
+                         else self._fitted(n, p0, rate_bits))
+            fit_p0 = self._fitted(n, p0, rate_bits)
+            comm = at_p0 * comm / fit_p0 if fit_p0 > 0 else at_p0
         return (e, float(comm), d)
 
     def _fitted(self, n: float, p: int, rate_bits: float) -> float:

@@ -20,9 +20,9 @@ comes from (``source``):
 * ``measured``: a workload case of the files ran this (workload, scheme, codec) at this
   rank count over this link; its per-bucket times (median over iterations of the slowest
   rank) replace the model's, the overlap is still modelled;
-* ``fitted``: from the collectives measured over this link: at their rank count the
-  measured times, interpolated between the measured lengths (beyond them scaled as the
-  alpha-beta fit scales); at another rank count within the measured ones, the fit;
+* ``fitted``: from the collectives measured over this link: their measured times at
+  the largest measured rank count, interpolated between the measured lengths, scaled as
+  the alpha-beta fit scales beyond them and to other rank counts within the measured ones;
 * ``extrapolated``: rank count beyond the largest measured (the fit's p dependence);
 * ``link-modelled``: the requested link was not measured: the wire term 8/r replaces the
   measured link's (see :mod:`hpcq.analysis.iteration`).

@@ -105,8 +105,10 @@ def test_part_call_uses_its_measured_comm_at_the_measured_ranks_and_link() -> No
         4e-3 * fitted(8192, 2, 1e9) / fitted(4096, 2, 1e9))
     assert part.call(512, 2, 1e9)[1] == pytest.approx(
         1e-3 * fitted(512, 2, 1e9) / fitted(1024, 2, 1e9))
-    # another rank count or link: the fit
-    assert part.call(2048, 4, 1e9)[1] == pytest.approx(fitted(2048, 4, 1e9))
+    # another rank count over the same link: the measurement scaled as the fit scales in p
+    assert part.call(2048, 4, 1e9)[1] == pytest.approx(
+        2e-3 * fitted(2048, 4, 1e9) / fitted(2048, 2, 1e9))
+    # another link: the fit
     assert part.call(2048, 2, 1e10)[1] == pytest.approx(fitted(2048, 2, 1e10))
 
 
