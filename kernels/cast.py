@@ -72,10 +72,10 @@ def _bf16_of(b):  # type: ignore[no-untyped-def]
     """(bf16 bits, 1 if NaN/Inf or rounded past the largest bf16 else 0) of float32 bits ``b``."""
     # round to nearest, ties to even, on the 16 dropped bits
     r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-    bad = (b & np.uint32(0x7F800000)) == np.uint32(0x7F800000) or (
-        r & np.uint32(0x7F80)
-    ) == np.uint32(0x7F80)
-    return np.uint16(r), 1 if bad else 0
+    # | rather than `or`: no branch, so the loops around it vectorise
+    bad = ((b & np.uint32(0x7F800000)) == np.uint32(0x7F800000)) | (
+        (r & np.uint32(0x7F80)) == np.uint32(0x7F80))
+    return np.uint16(r), np.int64(bad)
 
 
 @njit(**INLINE)
