@@ -468,9 +468,9 @@ def _tta(inputs: Inputs, spec: str, speedup: float, given: str) -> tuple[float |
         where = f"{c.get('method')} on {c.get('problem')}, target {y} {target:.3g}"
         if n_ref <= 0:
             continue
-        if n_c is None:
-            return None, (f"time-to-accuracy: not reached in {int(xs[-1])} iterations "
-                          f"(fp32 needs {int(n_ref)}; {where}): slower to accuracy")
+        if n_c is None:  # never reached in the run: an unbounded time to accuracy
+            return math.inf, (f"time-to-accuracy: not reached in {int(xs[-1])} iterations "
+                              f"(fp32 needs {int(n_ref)}; {where}): slower to accuracy")
         ratio = (n_c / n_ref) / speedup
         mark = (" -- faster per iteration but SLOWER TO ACCURACY" if speedup > 1 and ratio > 1
                 else "")
@@ -597,7 +597,9 @@ def _conclude(rows: Sequence[dict[str, Any]], rate: float, nodes: Sequence[int])
                 f"{best['speedup']:.2f}x at {best['nodes']} nodes)")
     best = max(wins, key=lambda r: r["speedup"])
     nm = f"NMSE {best['nmse']:.2g}" if best["nmse"] is not None else "NMSE not measured"
-    slow = " but slower to accuracy" if (best["tta_ratio"] or 0) > 1 else ""
+    tta = best["tta_ratio"] or 0.0
+    slow = (" but does not reach fp32's accuracy in its training runs" if math.isinf(tta) else
+            f" but {tta:.2f}x slower to accuracy" if tta > 1 else "")
     return (f"{best['label']} is {best['speedup']:.2f}x faster than the "
             f"{ref} at {best['nodes']} nodes over {rate_text(rate)} ({nm}){slow}")
 

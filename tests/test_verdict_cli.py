@@ -116,3 +116,25 @@ def test_mixed_machines_need_allow_mixed(parts: Path, tmp_path: Path,
     assert "different machines" in err and "--allow-mixed" in err
     assert len(err.strip().splitlines()) == 1
     assert main([*argv, "--allow-mixed"]) == 0
+
+
+def test_a_codec_that_never_reaches_fp32_accuracy_is_said_so(parts: Path, tmp_path: Path
+                                                             ) -> None:
+    from mpi4py import MPI
+
+    from hpcq.config import job_from_tables
+    from hpcq.runner import run_job
+
+    job = job_from_tables("test", {"train": {
+        "problems": ["lstsq:m=2048,n=256,kappa=10"], "methods": ["gd"],
+        "compressors": ["fp32", "qsgd:bits=4"], "iterations": 100}})
+    train = tmp_path / "train.h5"
+    assert run_job(MPI.COMM_SELF, None, job=job, output=str(train)) == 0
+    v = verdict(load_inputs([parts, train], allow_mixed=True), "resnet50", nodes=[1],
+                ranks_per_node=2,
+                link="1gbit", compute_ms=400)
+    row = next(r for r in v.rows if r["scheme"] == "allgather")
+    # 4-bit QSGD's noise floor stays above the distance fp32 reaches at half its run
+    assert row["tta_ratio"] == float("inf") and "not reached in 100 iterations" in row["tta_note"]
+    if row["speedup"] > 1:
+        assert v.conclusion.endswith("but does not reach fp32's accuracy in its training runs")
