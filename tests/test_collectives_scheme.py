@@ -105,3 +105,20 @@ def test_baseline_writes_into_out_and_session() -> None:
         scheme("allreduce-fp32")(MPI.COMM_SELF, x, out=np.empty(9, dtype=np.float32))
     total, _ = scheme("mpi-allreduce")(MPI.COMM_SELF, x)
     assert np.array_equal(total, x)
+
+
+@pytest.mark.parametrize("name", ["allgather", "two-phase", "ps", "ps-compressed", "ring", "rhd",
+                                  "pipelined"])
+def test_compressed_schemes_decode_into_out(name: str) -> None:
+    """The mean lands in ``out`` itself (no copy of a separate array), equal to the mean the
+    scheme returns without it; a wrong ``out`` is one line."""
+    from mpi4py import MPI
+
+    x = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
+    comp = compressor("qsgd:bits=4")
+    want, _ = scheme(name)(MPI.COMM_SELF, x, comp, seed=3, step=1)
+    out = np.full(1000, np.nan, dtype=np.float32)
+    mean, _ = scheme(name)(MPI.COMM_SELF, x, comp, seed=3, step=1, out=out)
+    assert mean is out and np.array_equal(out, want)
+    with pytest.raises(ValueError, match="out must be a (contiguous )?float32 array of length"):
+        scheme(name)(MPI.COMM_SELF, x, comp, out=np.empty(999, dtype=np.float32))

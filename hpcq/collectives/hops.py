@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from hpcq.collectives import Stats
-from hpcq.collectives.allgather import _into
+from hpcq.collectives.allgather import _checked_out
 from hpcq.collectives.scheme import Scheme
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
@@ -52,7 +52,8 @@ class HopScheme(Scheme):
         Param("feedback", bool, False, "error feedback on every hop (memories in the session)"),
         Param("hop_error", bool, False, "record each hop's relative error in Stats.hop_nmse"),
     )
-    #: ``run(comm, x, comp, *, seed, step, session, feedback, hop_error) -> (mean, Stats)``
+    #: ``run(comm, x, comp, *, seed, step, session, feedback, hop_error, out)
+    #: -> (mean, Stats)``, decoding into ``out`` when given
     run: Callable[..., tuple[np.ndarray, Stats]]
 
     def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
@@ -61,10 +62,11 @@ class HopScheme(Scheme):
              layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
         if self.p["feedback"] and session is None:
             raise ValueError(f"scheme {self.name}: feedback=true needs a session (the memories)")
-        mean, st = type(self).run(comm, x, self._need(comp), seed=seed, step=step,
-                                  session=session, feedback=self.p["feedback"],
-                                  hop_error=self.p["hop_error"])
-        return _into(mean, out), st
+        # the chunks are decoded straight into out (no copy)
+        return type(self).run(comm, x, self._need(comp), seed=seed, step=step,
+                              session=session, feedback=self.p["feedback"],
+                              hop_error=self.p["hop_error"], out=None if out is None else
+                              _checked_out(out, x.shape[0], self.name))
 
 
 def hop_seed(seed: int, hop: int) -> int:

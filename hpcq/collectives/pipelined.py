@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from hpcq.collectives import Stats, average_messages, chunk_bounds
-from hpcq.collectives.allgather import _into, split
+from hpcq.collectives.allgather import _checked_out, split
 from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
@@ -166,9 +166,9 @@ class Pipelined(Scheme):
              step: int = 0, feedback: ErrorFeedback | None = None,
              session: Session | None = None, out: np.ndarray | None = None,
              layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
-        mean, st = pipelined_mean(comm, x, self._need(comp), chunks=self.p["chunks"],
-                                  seed=seed, step=step)
-        return _into(mean, out), st
+        return pipelined_mean(comm, x, self._need(comp), chunks=self.p["chunks"], seed=seed,
+                              step=step, out=None if out is None else
+                              _checked_out(out, x.shape[0], self.name))
 
     def codec_lengths(self, d: int, p: int) -> list[int]:
         """The chunk lengths."""

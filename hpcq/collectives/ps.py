@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from hpcq.collectives import Stats, average_messages, second_seed
-from hpcq.collectives.allgather import _into, check_length, encode_own, split
+from hpcq.collectives.allgather import _checked_out, _into, check_length, encode_own, split
 from hpcq.collectives.baselines import from16, sum16_op, to16
 from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, ring
 from hpcq.collectives.session import Session
@@ -55,8 +55,8 @@ def _gather(comm: Any, msg: np.ndarray, fixed: int | None) -> tuple[np.ndarray |
 
 
 def ps_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0, step: int = 0,
-            downlink: str = "fp32", feedback: ErrorFeedback | None = None
-            ) -> tuple[np.ndarray, Stats]:
+            downlink: str = "fp32", feedback: ErrorFeedback | None = None,
+            out: np.ndarray | None = None) -> tuple[np.ndarray, Stats]:
     """The mean of every rank's ``x``: compressed messages gathered to rank 0, mean broadcast.
 
     Parameters
@@ -73,6 +73,9 @@ def ps_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0, step: 
         How the root broadcasts the mean.
     feedback : ErrorFeedback, optional
         This rank's error-feedback memory around ``comp`` for the uplink.
+    out : numpy.ndarray, optional
+        Contiguous float32 of length d: the root decodes, and every rank receives or
+        decodes the broadcast, straight into it.
 
     Returns
     -------
@@ -96,11 +99,11 @@ def ps_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0, step: 
     recv, counts = _gather(comm, msg, fixed)
     t2 = MPI.Wtime()
     stats = Stats(t1 - t0, t2 - t1, 0.0, 0, 0)
-    mean = np.empty(d, dtype=np.float32)
+    mean = np.empty(d, dtype=np.float32) if out is None else out
     down: np.ndarray | None = None
     if rank == ROOT:
         assert recv is not None and counts is not None  # the root has them, by _gather
-        mean = average_messages(comp, split(recv, counts), d)
+        mean = average_messages(comp, split(recv, counts), d, out=mean)
         stats.bytes_recv = int(counts.sum()) - int(msg.shape[0])
         t3 = MPI.Wtime()
         stats.decode_s += t3 - t2
@@ -127,7 +130,7 @@ def ps_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int = 0, step: 
     else:
         stats.bytes_recv = nbytes
     if down is not None:  # everyone, the root included, holds the decoded broadcast
-        mean = comp.decode(down)
+        mean = comp.decode(down, out=mean)
         stats.decode_s += MPI.Wtime() - t5
     return mean, stats
 
@@ -195,9 +198,9 @@ class PS(Scheme):
              step: int = 0, feedback: ErrorFeedback | None = None,
              session: Session | None = None, out: np.ndarray | None = None,
              layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
-        mean, st = ps_mean(comm, x, self._need(comp), seed=seed, step=step,
-                           downlink=self.downlink, feedback=feedback)
-        return _into(mean, out), st
+        return ps_mean(comm, x, self._need(comp), seed=seed, step=step,
+                       downlink=self.downlink, feedback=feedback,
+                       out=None if out is None else _checked_out(out, x.shape[0], self.name))
 
     def bound(self, comp: Compressor | None, d: int, p: int, inputs: BoundInputs
               ) -> float | None:
