@@ -53,9 +53,9 @@ def test_bounds_come_from_the_scheme() -> None:
 
     inputs = BoundInputs((4.0, 4.0), 4.0, 8.0, 8.0)
     comp = compressor("qsgd:bits=4")
-    for name in ("allgather", "two-phase", "ps", "ps-compressed"):
-        assert scheme(name).bound(comp, 1000, 2, inputs) == pytest.approx(
-            guarantees.codec_bound(name, comp, 1000, 2, (4.0, 4.0), 4.0))
+    for name in ("allgather", "two-phase", "ps", "ps-compressed"):  # the benchmark asks here
+        assert guarantees.scheme_bound(scheme(name), comp, 1000, 2, inputs) == \
+            scheme(name).bound(comp, 1000, 2, inputs)
     assert scheme("allreduce-fp32").bound(None, 8, 2, inputs) == guarantees.cast_bound(
         "allreduce-fp32", "fp32", 2, 8, 8.0, 8.0, 4.0)
     assert scheme("mpi-allreduce").bound(None, 8, 2, inputs) is None

@@ -218,19 +218,6 @@ def scheme_bound(scheme: Any, comp: Any, d: int, p: int, inputs: Any) -> float |
     return scheme.bound(comp, d, p, inputs)
 
 
-def codec_bound(
-    scheme: str, comp: Any, d: int, p: int, sq_norms: Sequence[float], mean_sq: float
-) -> float | None:
-    """NMSE bound of compressed scheme ``scheme`` (by name); None without a guarantee."""
-    from hpcq.collectives import BoundInputs
-    from hpcq.collectives import scheme as make
-
-    s = make(scheme)
-    if s.cast is not None or s.codecs is not None:
-        return None
-    return s.bound(comp, d, p, BoundInputs(tuple(sq_norms), mean_sq))
-
-
 def validation_draws(d: int) -> int:
     """Validation calls K at length ``d``: enough for K d >= 2^20 coordinates, 4 <= K <= 32."""
     return min(32, max(4, (1 << 20) // max(d, 1)))

@@ -162,7 +162,7 @@ def expand(table: Any, *, seed: int, skip_unavailable: bool = False
     except (ValueError, OSError) as e:
         raise ValueError(f"workload: {e}") from None
     try:
-        rule = parse_bucket_rule(table.buckets)
+        parse_bucket_rule(table.buckets)  # validated here, parsed again per case
     except ValueError as e:
         raise ValueError(f"buckets: {e}") from None
     try:
@@ -193,7 +193,6 @@ def expand(table: Any, *, seed: int, skip_unavailable: bool = False
                 s.check(_compressor(spec))
             except ValueError as e:
                 raise ValueError(f"schemes: {e}") from None
-    del rule
     common = {"workload": table.workload, "buckets": table.buckets,
               "min_size": table.min_size, "overrides": overrides,
               "gradients": table.gradients, "iterations": table.iterations,

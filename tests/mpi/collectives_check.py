@@ -93,6 +93,21 @@ def compare(mean: np.ndarray, want: np.ndarray, everyone: list[np.ndarray] | Non
             "stats": {k: float(v) for k, v in stats.as_dict().items()}}  # type: ignore[attr-defined]
 
 
+def recorder(comm: MPI.Comm, report: dict[str, object]):  # type: ignore[no-untyped-def]
+    """``record(key, mean, stats, want_fn, tol_fn=None, extra=None)``: every rank's mean to
+    rank 0, which compares it with ``want_fn()`` (within ``tol_fn(want)``) into ``report``."""
+    def record(key: str, mean: np.ndarray, stats: object, want_fn, tol_fn=None,
+               extra: dict | None = None) -> None:
+        everyone = comm.gather(mean, root=0)
+        if comm.Get_rank() == 0:
+            want = want_fn()
+            report[key] = compare(mean, want, everyone, stats,
+                                  tol_fn(want) if tol_fn is not None else 0.0)
+            report[key].update(extra or {})  # type: ignore[attr-defined]
+
+    return record
+
+
 def main() -> None:
     comm = MPI.COMM_WORLD
     rank, p = comm.Get_rank(), comm.Get_size()
@@ -101,13 +116,7 @@ def main() -> None:
     cases = [(label, c, vector) for label, c in built]
     cases.append(("test-nonzeros", NonzerosCodec(), sparse_vector))
     report: dict[str, object] = {}
-
-    def record(key: str, mean: np.ndarray, stats: object, want_fn, tol_fn=None) -> None:
-        everyone = comm.gather(mean, root=0)
-        if rank == 0:
-            want = want_fn()
-            report[key] = compare(mean, want, everyone, stats,
-                                  tol_fn(want) if tol_fn is not None else 0.0)
+    record = recorder(comm, report)
 
     for label, comp, make in cases:
         x = make(rank, d)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/naive.p
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import naive  # noqa: E402
-from collectives_check import NonzerosCodec, compare, sparse_vector, vector  # noqa: E402
+from collectives_check import NonzerosCodec, recorder, sparse_vector, vector  # noqa: E402
 
 from hpcq.bench import resolve_compressors  # noqa: E402
 from hpcq.collectives import Session, scheme  # noqa: E402
@@ -54,15 +54,7 @@ def main() -> None:
     cases = [(label, c, vector) for label, c in built]
     cases.append(("test-nonzeros", NonzerosCodec(), sparse_vector))
     report: dict[str, object] = {}
-
-    def record(key: str, mean: np.ndarray, stats: object, want_fn, tol_fn=None,
-               extra: dict | None = None) -> None:
-        everyone = comm.gather(mean, root=0)
-        if rank == 0:
-            want = want_fn()
-            report[key] = compare(mean, want, everyone, stats,
-                                  tol_fn(want) if tol_fn is not None else 0.0)
-            report[key].update(extra or {})
+    record = recorder(comm, report)
 
     serial = {"ring": naive.serial_ring_mean, "rhd": naive.serial_rhd_mean,
               "pipelined:chunks=3": None}
