@@ -188,13 +188,19 @@ def _decode_body(scales, codes, bucket, table, out, add):  # type: ignore[no-unt
         if not (np.float32(0.0) <= s <= np.float32(3.4028234663852886e38)):
             bad += 1
             s = np.float32(0.0)
-        for i in range(k * bucket, min(n, (k + 1) * bucket)):
-            v = table[codes[i]]
-            bad += np.isnan(v)
+        lo = k * bucket
+        hi = min(n, lo + bucket)
+        src = codes[lo:hi]  # slices: indices from 0, no branch in the loop: it vectorises
+        dst = out[lo:hi]
+        nan = 0
+        for j in range(hi - lo):
+            v = table[src[j]]
+            nan += v != v
             if add:
-                out[i] += v * s
+                dst[j] += v * s
             else:
-                out[i] = v * s
+                dst[j] = v * s
+        bad += nan
     return bad
 
 
