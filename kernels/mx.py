@@ -198,6 +198,30 @@ def _decode_body(payload, n, width, isint, table, pow2, out, add):  # type: igno
                         dst[j] = v
             bad += nonfinite
             continue
+        if width == 4:  # two codes per byte, low nibble first; a block starts on a byte
+            src = payload[base:base + (cnt + 1) // 2]
+            dst = out[i0:i0 + cnt]
+            nonfinite = 0
+            for t in range(cnt // 2):
+                w = src[t]
+                v0 = table[w & np.uint8(15)] * x
+                v1 = table[w >> np.uint8(4)] * x
+                nonfinite += ((v0 - v0) != np.float32(0.0)) + ((v1 - v1) != np.float32(0.0))
+                if add:
+                    dst[2 * t] += v0
+                    dst[2 * t + 1] += v1
+                else:
+                    dst[2 * t] = v0
+                    dst[2 * t + 1] = v1
+            if cnt % 2:  # the last block's odd code: the low nibble of its last byte
+                v0 = table[src[cnt // 2] & np.uint8(15)] * x
+                nonfinite += (v0 - v0) != np.float32(0.0)
+                if add:
+                    dst[cnt - 1] += v0
+                else:
+                    dst[cnt - 1] = v0
+            bad += nonfinite
+            continue
         for j in range(cnt):
             bit = j * width
             b0 = base + (bit >> 3)
