@@ -90,14 +90,17 @@ def _fp16_of(b):  # type: ignore[no-untyped-def]
     denorm_magic = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)
     sign = (b >> np.uint32(16)) & np.uint32(0x8000)
     f = b & np.uint32(0x7FFFFFFF)
-    if f >= np.uint32((127 + 16) << 23):  # beyond fp16 range, Inf or NaN
-        o = np.uint32(0x7C00)
-    elif f < np.uint32(113 << 23):  # fp16 denormal or zero: let the FPU round
-        o = f32_bits(f32_from_bits(f) + f32_from_bits(denorm_magic)) - denorm_magic
-    else:  # normal: rebias the exponent, round the mantissa to nearest even
-        o = (f + np.uint32(((15 - 127) << 23) + 0xFFF) + ((f >> np.uint32(13)) & np.uint32(1))
-             ) >> np.uint32(13)
-    return np.uint16(o | sign), 1 if (o & np.uint32(0x7C00)) == np.uint32(0x7C00) else 0
+    # all three cases computed, one selected (no branch, so the loops around vectorise):
+    # fp16 denormal or zero: let the FPU round
+    den = f32_bits(f32_from_bits(f) + f32_from_bits(denorm_magic)) - denorm_magic
+    # normal: rebias the exponent, round the mantissa to nearest even
+    nrm = (f + np.uint32(((15 - 127) << 23) + 0xFFF) + ((f >> np.uint32(13)) & np.uint32(1))
+           ) >> np.uint32(13)
+    o = den if f < np.uint32(113 << 23) else nrm
+    # beyond fp16 range, Inf or NaN
+    o = np.uint32(0x7C00) if f >= np.uint32((127 + 16) << 23) else np.uint32(o)
+    return np.uint16((o | sign) & np.uint32(0xFFFF)), np.int64(
+        (o & np.uint32(0x7C00)) == np.uint32(0x7C00))
 
 
 @njit(**INLINE)
