@@ -208,14 +208,13 @@ class Part:
             # inside the measured lengths, outside the nearest one scaled as the fit scales;
             # at another p that time scaled as the fit scales from p0 to p
             p0, lo, hi = self.p0, lengths[0], lengths[-1]
+            fit_p0 = self._fitted(n, p0, rate_bits)
             if lo <= n <= hi:
                 at_p0 = _interp_time(n, lengths, np.asarray(self.comm_s))
             else:
                 k = 0 if n < lo else -1
                 ref = self._fitted(float(lengths[k]), p0, rate_bits)
-                at_p0 = (self.comm_s[k] * self._fitted(n, p0, rate_bits) / ref if ref > 0
-                         else self._fitted(n, p0, rate_bits))
-            fit_p0 = self._fitted(n, p0, rate_bits)
+                at_p0 = self.comm_s[k] * fit_p0 / ref if ref > 0 else fit_p0
             comm = at_p0 * comm / fit_p0 if fit_p0 > 0 else at_p0
         return (e, float(comm), d)
 

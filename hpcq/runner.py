@@ -87,7 +87,7 @@ def expand_job(job: Job, nprocs: int | None = None) -> tuple[list[Case], list[st
     return list(cases.values()), notes
 
 
-def _check_ranks(cases: Sequence[Case], p: int) -> None:
+def _check_schemes(cases: Sequence[Case], p: int) -> None:
     """JobError when a case's scheme cannot run on ``p`` ranks (e.g. ranks_per_node) or on
     its workload's gradient (PowerSGD with nothing to compress), before any MPI work."""
     from hpcq.collectives import scheme
@@ -187,7 +187,7 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
     def load() -> tuple[Job, list[Case], list[str], str, set[str]]:
         job = given if given is not None else read_job(path, overrides)
         cases, notes = expand_job(job, comm.Get_size())
-        _check_ranks(cases, comm.Get_size())
+        _check_schemes(cases, comm.Get_size())
         if shard is not None:
             k, n = parse_shard(shard)
             cases = cases[k::n]

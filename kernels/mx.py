@@ -135,14 +135,13 @@ def _encode_body(x, width, emax, isint, mbits, bias, maxc, ss, pow2, out):  # ty
         # pack: the chunk's bytes start whole (CHUNK K w / 8); the last chunk's stop at total
         pos = nb + k0 * K * width // 8
         nbytes = min(total, nb + k1 * K * width // 8) - pos
-        if width == 8:
-            pass  # written in place above
-        elif width == 4:  # two codes per byte: the uint16 c0 | c1 << 8 -> c0 | c1 << 4
+        # (8-bit codes are already in place)
+        if width == 4:  # two codes per byte: the uint16 c0 | c1 << 8 -> c0 | c1 << 4
             c16 = codes.view(np.uint16)
             for t in range(nbytes):
                 w = c16[t]
                 out[pos + t] = np.uint8((w | (w >> np.uint16(4))) & np.uint16(0xFF))
-        else:  # 6: four codes (one uint32) in three bytes
+        elif width == 6:  # four codes (one uint32) in three bytes
             c32 = codes.view(np.uint32)
             for g in range(nbytes // 3):
                 w = c32[g]

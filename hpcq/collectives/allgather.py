@@ -254,13 +254,6 @@ class Allgather(Scheme):
                               inputs.mean_sq)
 
 
-def _checked_out(out: np.ndarray, d: int, owner: str) -> np.ndarray:
-    """``out`` if it is a contiguous float32 array of length ``d``; else ValueError."""
-    if out.dtype != np.float32 or out.shape != (d,) or not out.flags.c_contiguous:
-        raise ValueError(f"scheme {owner}: out must be a contiguous float32 array of length {d}")
-    return out
-
-
 def _into(mean: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     """``mean`` copied into ``out`` when the caller gave one (else ``mean`` itself)."""
     if out is None:

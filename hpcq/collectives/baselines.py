@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from hpcq.collectives import Stats
-from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, ring
+from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, check_out, lg, register, ring
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.compressors.base import Param
@@ -71,9 +71,7 @@ def allreduce_mean(comm: Any, x: np.ndarray, *, out: np.ndarray | None = None,
 def _output(d: int, out: np.ndarray | None, session: Session | None, owner: str) -> np.ndarray:
     """Where a baseline writes its mean: ``out``, the session's buffer, or a new array."""
     if out is not None:
-        if out.dtype != np.float32 or out.shape != (d,) or not out.flags.c_contiguous:
-            raise ValueError(f"{owner}: out must be a contiguous float32 array of length {d}")
-        return out
+        return check_out(out, d, owner)
     if session is not None:
         return session.buffer(owner, d)
     return np.empty(d, dtype=np.float32)

@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from hpcq.collectives import Stats
-from hpcq.collectives.allgather import _checked_out
-from hpcq.collectives.scheme import Scheme
+from hpcq.collectives.scheme import Scheme, check_out
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.compressors.base import Param
@@ -66,7 +65,7 @@ class HopScheme(Scheme):
         return type(self).run(comm, x, self._need(comp), seed=seed, step=step,
                               session=session, feedback=self.p["feedback"],
                               hop_error=self.p["hop_error"], out=None if out is None else
-                              _checked_out(out, x.shape[0], self.name))
+                              check_out(out, x.shape[0], f"scheme {self.name}"))
 
 
 def hop_seed(seed: int, hop: int) -> int:

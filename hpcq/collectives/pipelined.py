@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from hpcq.collectives import Stats, average_messages, chunk_bounds
-from hpcq.collectives.allgather import _checked_out, split
-from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register
+from hpcq.collectives.allgather import split
+from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, check_out, lg, register
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.compressors.base import Param
@@ -168,7 +168,7 @@ class Pipelined(Scheme):
              layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
         return pipelined_mean(comm, x, self._need(comp), chunks=self.p["chunks"], seed=seed,
                               step=step, out=None if out is None else
-                              _checked_out(out, x.shape[0], self.name))
+                              check_out(out, x.shape[0], f"scheme {self.name}"))
 
     def codec_lengths(self, d: int, p: int) -> list[int]:
         """The chunk lengths."""

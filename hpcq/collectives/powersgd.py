@@ -56,7 +56,7 @@ import numpy as np
 
 from hpcq.collectives import Stats
 from hpcq.collectives.baselines import allreduce_mean
-from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, ring
+from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, check_out, lg, register, ring
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.compressors.base import Param
@@ -235,10 +235,7 @@ class PowerSGD(Scheme):
         it = state["iter"]
         state["iter"] = it + 1
         owner = f"{self.spec}.mean"
-        y = session.buffer(owner, d) if out is None else out
-        if y.dtype != np.float32 or y.shape != (d,) or not y.flags.c_contiguous:
-            raise ValueError(f"scheme powersgd: out must be a contiguous float32 array of "
-                             f"length {d}")
+        y = session.buffer(owner, d) if out is None else check_out(out, d, "scheme powersgd")
         if it < int(self.p["start_iter"]) or plan.packed == 0:
             mean, st = allreduce_mean(comm, x32, out=y)
             st.comm_s += wtime() - t0 - st.total_s  # the conversion, if any

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from hpcq.collectives import Stats, average_messages, second_seed
-from hpcq.collectives.allgather import _checked_out, _into, check_length, encode_own, split
+from hpcq.collectives.allgather import _into, check_length, encode_own, split
 from hpcq.collectives.baselines import from16, sum16_op, to16
-from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, ring
+from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, check_out, lg, register, ring
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.feedback import ErrorFeedback
@@ -200,7 +200,8 @@ class PS(Scheme):
              layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
         return ps_mean(comm, x, self._need(comp), seed=seed, step=step,
                        downlink=self.downlink, feedback=feedback,
-                       out=None if out is None else _checked_out(out, x.shape[0], self.name))
+                       out=None if out is None else
+                       check_out(out, x.shape[0], f"scheme {self.name}"))
 
     def bound(self, comp: Compressor | None, d: int, p: int, inputs: BoundInputs
               ) -> float | None:

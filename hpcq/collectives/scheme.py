@@ -51,6 +51,14 @@ def lg(p: int) -> int:
     return max(0, math.ceil(math.log2(p))) if p >= 1 else 0
 
 
+def check_out(out: np.ndarray, d: int, owner: str) -> np.ndarray:
+    """``out`` when it can receive a mean of ``d`` entries (contiguous float32 of length
+    ``d``); else ValueError naming ``owner``."""
+    if out.dtype != np.float32 or out.shape != (d,) or not out.flags.c_contiguous:
+        raise ValueError(f"{owner}: out must be a contiguous float32 array of length {d}")
+    return out
+
+
 def ring(p: int) -> float:
     """2 (p - 1) / p: the bytes factor of a bandwidth-optimal allreduce."""
     return 2.0 * (p - 1) / p
