@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpcq.affinity import bind_local_ranks
+from hpcq.affinity import bind_local_ranks, fit_threads
 from hpcq.config import (
     CheckFailed,
     CollectivesTable,
@@ -215,11 +215,12 @@ def run_job(comm: Any, path: str | None, *, output: str | None = None, append: b
                   if resume else f"# {len(cases)} cases")
         return 0
     binding = bind_local_ranks(comm)  # before any kernel starts a thread
+    threads = fit_threads(comm)
     if rank == 0:
         for note in notes:
             print(f"hpcq: note: {note}", file=sys.stderr)
         print(f"hpcq: {comm.Get_size()} rank(s), cpu binding: {binding} (HPCQ_BIND=0 turns it "
-              f"off)", file=sys.stderr)
+              f"off), numba threads: {threads} (rank 0)", file=sys.stderr)
     todo = [c for c in cases if c.key not in done]
     if not out and save:
         stamp = comm.bcast(provenance.utc_stamp(), root=0)
