@@ -39,8 +39,8 @@ from hpcq.workloads.layout import Layout
 class _Chunk:
     """One chunk in flight: its message, buffers, requests and stage."""
 
-    def __init__(self, msg: np.ndarray, lo: int, hi: int) -> None:
-        self.msg, self.lo, self.hi = msg, lo, hi
+    def __init__(self, msg: np.ndarray, index: int, lo: int, hi: int) -> None:
+        self.msg, self.index, self.lo, self.hi = msg, index, lo, hi
         self.counts: np.ndarray | None = None
         self.recv: np.ndarray | None = None
         self.request: Any = None
@@ -48,23 +48,31 @@ class _Chunk:
         self.done = False
 
 
-def _post_data(comm: Any, c: _Chunk, st: Stats) -> None:
+def _recv(n: int, i: int, session: Session | None) -> np.ndarray:
+    """Chunk i's receive buffer of n bytes: the session's (one per chunk, reused) or new."""
+    if session is None:
+        return np.empty(n, dtype=np.uint8)
+    return session.buffer(f"pipelined.recv.{i}", n, np.uint8)
+
+
+def _post_data(comm: Any, c: _Chunk, st: Stats, session: Session | None) -> None:
     from mpi4py import MPI
 
     assert c.counts is not None
-    c.recv = np.empty(int(c.counts.sum()), dtype=np.uint8)
+    c.recv = _recv(int(c.counts.sum()), c.index, session)
     displs = np.concatenate(([0], np.cumsum(c.counts)[:-1]))
     c.request = comm.Iallgatherv([c.msg, MPI.BYTE], [c.recv, (c.counts, displs), MPI.BYTE])
     st.bytes_recv += int(c.counts.sum()) - int(c.msg.shape[0])
 
 
 def pipelined_mean(comm: Any, x: np.ndarray, comp: Compressor, *, chunks: int = 4,
-                   seed: int = 0, step: int = 0, out: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, Stats]:
+                   seed: int = 0, step: int = 0, out: np.ndarray | None = None,
+                   session: Session | None = None) -> tuple[np.ndarray, Stats]:
     """The allgather mean of every rank's ``x`` in ``chunks`` pipelined pieces (module docstring).
 
     Every rank calls with the same ``comp``, ``chunks``, ``seed``, ``step`` and length d;
-    every rank gets the same float32 mean.
+    every rank gets the same float32 mean.  With a ``session`` the receive buffers (one
+    per chunk: they are in flight together) are reused across calls.
     """
     from mpi4py import MPI
 
@@ -82,7 +90,7 @@ def pipelined_mean(comm: Any, x: np.ndarray, comp: Compressor, *, chunks: int = 
     def finish(c: _Chunk) -> None:
         t = wtime()
         assert c.recv is not None and c.counts is not None
-        mean[c.lo:c.hi] = average_messages(comp, split(c.recv, c.counts), c.hi - c.lo)
+        average_messages(comp, split(c.recv, c.counts), c.hi - c.lo, out=mean[c.lo:c.hi])
         c.done = True
         st.decode_s += wtime() - t
 
@@ -109,14 +117,14 @@ def pipelined_mean(comm: Any, x: np.ndarray, comp: Compressor, *, chunks: int = 
         msg = comp.encode(x32[b[i]:b[i + 1]], seed=seed, step=step, rank=r * k + i)
         t1 = wtime()
         st.encode_s += t1 - t0
-        c = _Chunk(msg, int(b[i]), int(b[i + 1]))
+        c = _Chunk(msg, i, int(b[i]), int(b[i + 1]))
         fixed = comp.wire_bytes(c.hi - c.lo)
         st.bytes_sent += int(msg.shape[0])
         if fixed is not None:
             if msg.shape[0] != fixed:  # pragma: no cover - a codec bug
                 raise RuntimeError(f"{comp.spec} wrote {msg.shape[0]} bytes, wire_bytes {fixed}")
             c.counts = np.full(p, fixed, dtype=np.int64)
-            c.recv = np.empty(p * fixed, dtype=np.uint8)
+            c.recv = _recv(p * fixed, i, session)
             c.request = comm.Iallgather([msg, MPI.BYTE], [c.recv, MPI.BYTE])
             st.bytes_recv += (p - 1) * fixed
         else:  # lengths first; the bytes are posted after the next encode (same order
@@ -129,7 +137,7 @@ def pipelined_mean(comm: Any, x: np.ndarray, comp: Compressor, *, chunks: int = 
         st.comm_s += wtime() - t1
         if lengths is not None:
             wait(lengths.request)
-            _post_data(comm, lengths, st)
+            _post_data(comm, lengths, st, session)
             lengths = None
         if c.recv is None:
             lengths = c
@@ -138,7 +146,7 @@ def pipelined_mean(comm: Any, x: np.ndarray, comp: Compressor, *, chunks: int = 
         live = [c for c in live if not c.done]
     if lengths is not None:
         wait(lengths.request)
-        _post_data(comm, lengths, st)
+        _post_data(comm, lengths, st, session)
     while live:  # what no encode hid: wait for the oldest, decode it, poll the rest
         c = live[0]
         wait(c.request)
@@ -167,7 +175,7 @@ class Pipelined(Scheme):
              session: Session | None = None, out: np.ndarray | None = None,
              layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
         return pipelined_mean(comm, x, self._need(comp), chunks=self.p["chunks"], seed=seed,
-                              step=step, out=None if out is None else
+                              step=step, session=session, out=None if out is None else
                               check_out(out, x.shape[0], f"scheme {self.name}"))
 
     def codec_lengths(self, d: int, p: int) -> list[int]:
