@@ -475,10 +475,13 @@ def natural_round(x, key):
     return out
 
 
-def two_level_mean(outer, comp, vectors, seed, step, ranks_per_node, inner="fp32"):
+def two_level_mean(outer, comp, vectors, seed, step, ranks_per_node, inner="fp32",
+                   mode="leader"):
     """What ``two-level:outer=...`` computes over consecutive nodes of ``ranks_per_node``:
     node sums (fp32, or bf16 words added in float32 and rounded to bf16 per addition, in
-    rank order: exact for two ranks a node), scaled by L / p, then ``outer`` among them."""
+    rank order: exact for two ranks a node), scaled by L / p, then ``outer`` among them;
+    with ``mode="shard"`` the outer scheme runs on each of the k shards of those sums
+    (``chunk_bounds``) and the shards are put together."""
     p = len(vectors)
     k = ranks_per_node
     nodes = p // k
@@ -496,6 +499,12 @@ def two_level_mean(outer, comp, vectors, seed, step, ranks_per_node, inner="fp32
         if nodes != p:
             s = (s * np.float32(nodes / p)).astype(np.float32)
         leaders.append(s.astype(np.float32))
+    if mode == "shard":
+        sizes = [len(vectors[0]) // k + (j < len(vectors[0]) % k) for j in range(k)]
+        cuts = np.concatenate(([0], np.cumsum(sizes)))
+        return np.concatenate([serial_scheme_mean(outer, comp, [s[a:b] for s in leaders],
+                                                  seed, step)
+                               for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
     return serial_scheme_mean(outer, comp, leaders, seed, step)
 
 

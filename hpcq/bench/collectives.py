@@ -50,7 +50,8 @@ exposed communication); algbw_gbs (4 d / p50, 10^9 B/s), busbw_gbs
 (algbw * 2(p-1)/p, the nccl-tests allreduce convention); for node-aware schemes
 (``two-level``) intra_median_s and inter_median_s (median over calls of the slowest node
 leader's time inside the node and among the leaders), leaders, ranks_per_node and
-inter_wire_bytes_per_leader (mean bytes a leader hands to the outer scheme); overhead_median_s (over
+inter_wire_bytes_per_leader (mean bytes a node hands to the outer scheme: its leader's, or
+all its ranks' with ``mode=shard``); overhead_median_s (over
 ranks and calls), overhead_pct (of p50); nmse (mean of the K draws), nmse_std (their
 standard deviation), validation_draws (K), nmse_bound (absent: no guarantee),
 nmse_allowed, consistent, check ("pass", "fail", or "none" when not asked); x_fp32
@@ -292,7 +293,8 @@ def _timed(comm: Any, case: Case, x: np.ndarray, comp: Compressor | None
         t1 = wtime()
         st = result[1]
         rows.append((st.encode_s, st.comm_s, st.decode_s, t1 - t0, st.bytes_sent, st.bytes_recv,
-                     st.intra_s, st.inter_s, st.inter_bytes, st.exposed_comm_s))
+                     st.intra_s, st.inter_s, st.inter_bytes, st.exposed_comm_s,
+                     float(st.leader)))
         if st.hop_nmse is not None and step >= case.warmup:
             hops.append(st.hop_nmse)
         result = None  # dropped outside the timed region
@@ -459,9 +461,10 @@ def run_case(
 
 def _levels(timed: np.ndarray, total: np.ndarray) -> dict[str, Any]:
     """A node-aware scheme's split (empty for the others): the medians over calls of the
-    slowest node leader's (the ranks with inter-node time) intra- and inter-node seconds, the
-    leaders' count, ranks per node, and their mean inter-node bytes."""
-    leaders = timed[:, :, 7].max(axis=1) > 0  # (nprocs,): a leader ran the outer scheme
+    slowest node leader's (``Stats.leader``) intra- and inter-node seconds, the leaders'
+    count, ranks per node, and the mean inter-node bytes of a node (its leader's, or all
+    its ranks' together when each carries a shard)."""
+    leaders = timed[:, :, 10].max(axis=1) > 0  # (nprocs,): the rank speaks for its node
     if not leaders.any() or not timed[:, :, 6].any():
         return {}
     lead_total = np.where(leaders[:, None], total, -np.inf)
@@ -471,7 +474,7 @@ def _levels(timed: np.ndarray, total: np.ndarray) -> dict[str, Any]:
     return {"intra_median_s": float(np.median(timed[slowest, calls, 6])),
             "inter_median_s": float(np.median(timed[slowest, calls, 7])),
             "leaders": n, "ranks_per_node": timed.shape[0] / n,
-            "inter_wire_bytes_per_leader": float(timed[leaders, :, 8].mean())}
+            "inter_wire_bytes_per_leader": float(timed[:, :, 8].sum(axis=0).mean() / n)}
 
 
 def cost(case: Case) -> float:

@@ -84,6 +84,9 @@ class Stats:
     #: Seconds spent waiting on communication that no encode or decode overlapped
     #: (pipelined schemes; 0 for the others).
     exposed_comm_s: float = 0.0
+    #: Node-aware schemes: whether this rank speaks for its node in the intra/inter split
+    #: (the leader; local rank 0 when every rank of a node carries a shard).
+    leader: bool = field(default=False, compare=False)
     #: Relative squared error each compression of this rank added, in the order sent
     #: (multi-hop schemes with ``hop_error=true``; None otherwise).
     hop_nmse: list[float] | None = field(default=None, compare=False)
@@ -103,7 +106,8 @@ class Stats:
         node = ("intra_s", "inter_s", "inter_bytes")  # only node-aware schemes fill them
         keep_node = any(getattr(self, k) for k in node)
         out: dict[str, float | int] = {f.name: getattr(self, f.name) for f in fields(self)
-                                       if f.name not in ("phases", "hop_nmse", "scale")
+                                       if f.name not in ("phases", "hop_nmse", "scale",
+                                                         "leader")
                                        and (keep_node or f.name not in node)}
         out["total_s"] = self.total_s
         out.update({f"phase_{k}_s": v for k, v in self.phases.items()})

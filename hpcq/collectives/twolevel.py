@@ -13,6 +13,15 @@ Inside a node bytes are nearly free (shared memory); between nodes they are not.
 3. ``Bcast``\\ s that fp32 mean from the leader to its node (the other ranks first wait in an
    ``Ibarrier`` polled with short sleeps, so they leave the cores to the leader's codec).
 
+``mode=shard`` (Horovod's hierarchical allreduce, NCCL's 2D rings, ZeRO++'s qgZ) keeps
+every rank of a node busy instead of one: a ``Reduce_scatter`` inside the node leaves
+local rank j the node's sum of shard j (1/k of the vector, :func:`chunk_bounds`), the
+ranks with local rank j on every node (the j-th "peers" communicator) run the outer
+scheme on that shard, and an ``Allgatherv`` inside the node puts the shards together.
+Each rank encodes and decodes a k-th of what a leader would, the node still sends one
+vector's compressed bytes (k streams of a k-th each), and no rank sits idle while
+another's codec works.  It needs nodes of one size.
+
 Nodes: ``ranks_per_node=0`` takes the machine's (``Split_type(COMM_TYPE_SHARED)``: under
 ``hpcq netem --nodes`` and on a cluster, one per host); ``ranks_per_node=k`` treats
 consecutive groups of k ranks as nodes (k must divide p, and each group must lie on one
@@ -21,8 +30,10 @@ machine).  The node and leader communicators are made once per :class:`Session`
 and freed on every call (correct, but a ``Split`` is a collective: slow).
 
 Stats: the usual encode / communicate / decode split, and ``intra_s`` (the casts, the
-``Reduce`` and the ``Bcast``, waiting included) and ``inter_s`` (the outer scheme, on the
-leaders; 0 elsewhere); ``inter_bytes`` is what a leader hands to the outer scheme.
+``Reduce`` and the ``Bcast``, waiting included; with ``mode=shard`` the ``Reduce_scatter``
+and the ``Allgatherv``) and ``inter_s`` (the outer scheme: on the leaders, 0 elsewhere;
+on every rank with ``mode=shard``); ``inter_bytes`` is what the rank hands to the outer
+scheme; ``leader`` marks local rank 0, which speaks for its node.
 """
 
 from __future__ import annotations
@@ -33,10 +44,20 @@ from typing import Any
 
 import numpy as np
 
-from hpcq.collectives import Stats
+from hpcq.collectives import Stats, chunk_bounds
 from hpcq.collectives.allgather import _into
 from hpcq.collectives.baselines import from16, sum16_op, to16
-from hpcq.collectives.scheme import SCHEMES, BoundInputs, Cost, Scheme, lg, register, ring, scheme
+from hpcq.collectives.scheme import (
+    SCHEMES,
+    BoundInputs,
+    Cost,
+    Scheme,
+    check_out,
+    lg,
+    register,
+    ring,
+    scheme,
+)
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.compressors.base import Param
@@ -52,11 +73,14 @@ POLL_S = 0.0002
 _WIDTH = {"fp32": 4, "bf16": 2}
 
 
-def topology(comm: Any, ranks_per_node: int) -> tuple[Any, Any]:
-    """(node communicator, leaders' communicator or ``MPI.COMM_NULL``) of ``comm`` (collective).
+def topology(comm: Any, ranks_per_node: int, shard: bool = False) -> tuple[Any, Any]:
+    """(node communicator, leaders' communicator or ``MPI.COMM_NULL``) of ``comm`` (collective);
+    with ``shard`` the second is this rank's peers' (the ranks of its local rank on every
+    node).
 
-    ValueError (on every rank) when ``ranks_per_node`` does not divide the rank count or a
-    group of that many consecutive ranks spans two machines.
+    ValueError (on every rank) when ``ranks_per_node`` does not divide the rank count, a
+    group of that many consecutive ranks spans two machines, or (``shard``) the nodes differ
+    in size.
     """
     from mpi4py import MPI
 
@@ -75,6 +99,13 @@ def topology(comm: Any, ranks_per_node: int) -> tuple[Any, Any]:
             node.Free()
             raise ValueError(f"scheme two-level: ranks_per_node={ranks_per_node}: a group of "
                              f"{ranks_per_node} consecutive ranks spans more than one machine")
+    if shard:
+        sizes = sorted(set(comm.allgather(node.Get_size())))
+        if len(sizes) > 1:
+            node.Free()
+            raise ValueError(f"scheme two-level: mode=shard needs nodes of one size; these "
+                             f"have {', '.join(map(str, sizes))} ranks (use mode=leader)")
+        return node, comm.Split(node.Get_rank(), rank)
     leaders = comm.Split(0 if node.Get_rank() == 0 else MPI.UNDEFINED, rank)
     return node, leaders
 
@@ -84,7 +115,8 @@ class TwoLevel(Scheme):
 
     name = "two-level"
     summary = ("Reduce (fp32/bf16) to the node leader, a compressed scheme among the leaders, "
-               "Bcast in the node")
+               "Bcast in the node (mode=shard: Reduce_scatter, every rank's shard among its "
+               "peers, Allgatherv)")
     params = (
         Param("outer", str, "allgather", "the compressed scheme among the node leaders (the "
               "name of a registered scheme that takes a compressor)"),
@@ -92,6 +124,10 @@ class TwoLevel(Scheme):
               choices=("fp32", "bf16")),
         Param("ranks_per_node", int, 0, "0: the machine's nodes (Split_type shared); k: "
               "consecutive groups of k ranks of one machine", minimum=0),
+        Param("mode", str, "leader", "leader: Reduce to local rank 0, which alone runs the "
+              "outer scheme, then Bcast; shard: Reduce_scatter, every rank runs the outer "
+              "scheme on its 1/k shard with its peers on the other nodes, Allgatherv",
+              choices=("leader", "shard")),
     )
     style = ("#882255", "h", "-")
 
@@ -121,12 +157,13 @@ class TwoLevel(Scheme):
 
     # ------------------------------------------------------------------ the collective
     def _comms(self, comm: Any, session: Session | None) -> tuple[Any, Any, bool]:
-        """(node, leaders, whether to free them after the call)."""
-        k = int(self.p["ranks_per_node"])
+        """(node, leaders or peers, whether to free them after the call)."""
+        k, shard = int(self.p["ranks_per_node"]), self.p["mode"] == "shard"
         if session is None:
-            node, leaders = topology(comm, k)
+            node, leaders = topology(comm, k, shard)
             return node, leaders, True
-        pair = session.subcomm(f"two-level:{k}:pair", lambda: _Pair(*topology(comm, k)))
+        pair = session.subcomm(f"two-level:{k}:{self.p['mode']}",
+                               lambda: _Pair(*topology(comm, k, shard)))
         return pair.node, pair.leaders, False
 
     def mean(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
@@ -142,9 +179,12 @@ class TwoLevel(Scheme):
         inner, p, d = self.p["inner"], comm.Get_size(), int(x.shape[0])
         node, leaders, free = self._comms(comm, session)
         try:
+            if self.p["mode"] == "shard":
+                return self._shard_mean(comm, node, leaders, x, comp, seed=seed, step=step,
+                                        session=session, out=out, layout=layout)
             st = Stats()
             t0 = MPI.Wtime()
-            leader = node.Get_rank() == 0
+            leader = st.leader = node.Get_rank() == 0
             mean = (out if out is not None and out.dtype == np.float32 and out.shape == (d,)
                     and out.flags.c_contiguous else
                     session.buffer("two-level.mean", d) if session is not None
@@ -195,6 +235,89 @@ class TwoLevel(Scheme):
                     if c != MPI.COMM_NULL:
                         c.Free()
 
+    def _shard_mean(self, comm: Any, node: Any, peers: Any, x: np.ndarray, comp: Compressor,
+                    *, seed: int, step: int, session: Session | None, out: np.ndarray | None,
+                    layout: Layout | None) -> tuple[np.ndarray, Stats]:
+        """``mode=shard``: Reduce_scatter in the node, the outer scheme on this rank's shard
+        among its peers, Allgatherv in the node."""
+        from mpi4py import MPI
+
+        p, d = comm.Get_size(), int(x.shape[0])
+        k, j, n = node.Get_size(), node.Get_rank(), peers.Get_size()
+        bounds = chunk_bounds(d, k)
+        counts = np.diff(bounds)
+        lo, hi = int(bounds[j]), int(bounds[j + 1])
+        st = Stats(leader=j == 0)
+        mean = (check_out(out, d, f"scheme {self.name}") if out is not None else
+                session.buffer("two-level.mean", d) if session is not None
+                else np.empty(d, dtype=np.float32))
+        shard = (np.empty(hi - lo, dtype=np.float32) if session is None
+                 else session.buffer("two-level.shard", hi - lo))
+        t0 = MPI.Wtime()
+        if k > 1 or self.p["inner"] != "fp32":
+            self._reduce_scatter(node, x, shard, counts, st, session)
+        else:
+            shard[...] = x
+        if n != p:  # this node's share of the mean: (node sum) n / p
+            np.multiply(shard, np.float32(n / p), out=shard)
+        t1 = MPI.Wtime()
+        # the peers' shard is a slice of the vector: a layout of whole tensors does not apply
+        del layout
+        got, ost = self.outer.mean(peers, shard, comp, seed=seed, step=step, session=session,
+                                   out=mean[lo:hi])
+        if not np.shares_memory(got, mean):  # pragma: no cover - every scheme honours out=
+            mean[lo:hi] = got
+        st.encode_s += ost.encode_s
+        st.comm_s += ost.comm_s
+        st.decode_s += ost.decode_s
+        st.bytes_sent += ost.bytes_sent
+        st.bytes_recv += ost.bytes_recv
+        st.inter_bytes = ost.bytes_sent
+        t2 = MPI.Wtime()
+        if k > 1:
+            displs = bounds[:-1]
+            node.Allgatherv(MPI.IN_PLACE, [mean, (counts, displs), MPI.FLOAT])
+            st.bytes_sent += 4 * (hi - lo)
+            st.bytes_recv += 4 * (d - (hi - lo))
+        t3 = MPI.Wtime()
+        st.comm_s += t3 - t2
+        st.intra_s = (t1 - t0) + (t3 - t2)
+        st.inter_s = t2 - t1
+        return mean, st
+
+    def _reduce_scatter(self, node: Any, x: np.ndarray, shard: np.ndarray, counts: np.ndarray,
+                        st: Stats, session: Session | None) -> None:
+        """The node's sum of this rank's shard of ``x`` into ``shard`` (``counts`` entries
+        each, in local-rank order)."""
+        from mpi4py import MPI
+
+        inner, d, n = self.p["inner"], int(x.shape[0]), int(shard.shape[0])
+        t0 = MPI.Wtime()
+        if inner == "fp32":
+            x32 = x if x.dtype == np.float32 and x.flags.c_contiguous else np.ascontiguousarray(
+                x, dtype=np.float32)
+            node.Reduce_scatter([x32, MPI.FLOAT], [shard, MPI.FLOAT], recvcounts=counts,
+                                op=MPI.SUM)
+            st.comm_s += MPI.Wtime() - t0
+            width = 4
+        else:
+            owner = "two-level.bf16"
+            words = to16("bf16", x, owner, out=None if session is None else session.buffer(
+                owner + ".send", d, np.uint16))
+            t1 = MPI.Wtime()
+            st.encode_s += t1 - t0
+            total = (np.empty(n, dtype=np.uint16) if session is None
+                     else session.buffer(owner + ".recv", n, np.uint16))
+            node.Reduce_scatter([words, MPI.UINT16_T], [total, MPI.UINT16_T],
+                                recvcounts=counts, op=sum16_op("bf16"))
+            t2 = MPI.Wtime()
+            st.comm_s += t2 - t1
+            from16("bf16", total, owner, out=shard)
+            st.decode_s += MPI.Wtime() - t2
+            width = 2
+        st.bytes_sent += width * (d - n)  # the other ranks' shards of this rank's vector
+        st.bytes_recv += width * n * (node.Get_size() - 1)
+
     def _reduce(self, node: Any, x: np.ndarray, sums: np.ndarray, st: Stats,
                 session: Session | None) -> None:
         """The node's sum of ``x`` into ``sums`` at the leader (its contents elsewhere: any)."""
@@ -236,8 +359,26 @@ class TwoLevel(Scheme):
     def cost(self) -> Cost:  # type: ignore[override]
         """The outer scheme's terms among the leaders (functions of the node count) and the
         intra-node ``Reduce`` and ``Bcast`` (large-message algorithms: reduce-scatter +
-        gather, scatter + ring allgather) as functions of the ranks per node k."""
+        gather, scatter + ring allgather) as functions of the ranks per node k.
+
+        ``mode=shard``: the node's k streams of a k-th of the vector each carry, together,
+        what one leader would (m is a node's bytes); inside the node a ``Reduce_scatter``
+        (recursive halving) and a ring ``Allgatherv``, each moving (k-1)/k of a vector."""
         o, w = self.outer.cost, _WIDTH[self.p["inner"]]
+        if self.p["mode"] == "shard":
+            return Cost(
+                f"{self.p['inner']} Reduce_scatter in the node; among the k peer groups (one "
+                f"per local rank, a k-th of the vector each): {o.mpi}; fp32 Allgatherv in "
+                f"the node",
+                o.steps, o.volume, o.encodes, o.decodes,
+                (f"{o.text[0]} [nodes]", f"{o.text[1]} [nodes, m of a node]",
+                 f"{o.text[2]} / k", f"{o.text[3]} / k"),
+                o.message, o.chunk_headers,
+                intra_steps=lambda k: lg(k) + (k - 1),
+                intra_volume=lambda k, n, d: ring(k) / 2 * (w / 4 * n + 4 * d) if k > 1
+                else 0.0,
+                intra_text=("lg k + (k-1)", f"(k-1)/k ({w}d + 4d)"),
+            )
         return Cost(
             f"{self.p['inner']} Reduce (reduce-scatter + gather) to the node leader; among the "
             f"leaders: {o.mpi}; fp32 Bcast (scatter + allgather) in the node",
@@ -251,9 +392,17 @@ class TwoLevel(Scheme):
 
     def codec_lengths(self, d: int, p: int) -> list[int]:
         """The outer scheme's lengths at every node count the ranks allow (p / k, or any
-        divisor of p when nodes are detected)."""
-        return sorted({n for nodes in self._node_counts(p)
-                       for n in self.outer.codec_lengths(d, nodes)})
+        divisor of p when nodes are detected), on the whole vector or (``mode=shard``) on
+        each shard."""
+        return sorted({n for nodes in self._node_counts(p) for m in self._outer_lengths(d, p,
+                                                                                        nodes)
+                       for n in self.outer.codec_lengths(m, nodes)})
+
+    def _outer_lengths(self, d: int, p: int, nodes: int) -> list[int]:
+        """The lengths the outer scheme is called on: d, or each shard's."""
+        if self.p["mode"] != "shard":
+            return [d]
+        return sorted({int(m) for m in np.diff(chunk_bounds(d, max(1, p // nodes)))})
 
     def _node_counts(self, p: int) -> list[int]:
         k = int(self.p["ranks_per_node"])
@@ -277,6 +426,12 @@ class TwoLevel(Scheme):
         leaders' exact mean is ``m + e`` with ``||e|| <= eps ||m||``; with ``b`` the outer
         bound for a mean of norm up to ``(1 + eps) ||m||``,
         ``NMSE <= (sqrt(b) (1 + eps) + eps)^2``.
+
+        ``mode=shard``: the outer scheme runs once per shard, and b is the largest of its
+        bounds at the shards' lengths on the same (whole-vector) norms.  The outer bounds are
+        sums of terms linear in the squared norms, or squares of sums of their square roots
+        (re-compression); both add up over a partition of the coordinates (Minkowski), so
+        the shards' errors together stay within b times the whole mean's squared norm.
         """
         from hpcq.bench.guarantees import cast_bound
 
@@ -295,12 +450,14 @@ class TwoLevel(Scheme):
         worst = None
         for nodes in self._node_counts(p):
             groups = order.reshape(nodes, -1).sum(axis=1) * (nodes / p)
-            b = self.outer.bound(comp, d, nodes, BoundInputs(
-                tuple(float(g) ** 2 for g in groups), inputs.mean_sq * (1 + eps) ** 2))
-            if b is None:
-                return None
-            total = (math.sqrt(b) * (1 + eps) + eps) ** 2
-            worst = total if worst is None else max(worst, total)
+            leaders = BoundInputs(tuple(float(g) ** 2 for g in groups),
+                                  inputs.mean_sq * (1 + eps) ** 2)
+            for m in self._outer_lengths(d, p, nodes):
+                b = self.outer.bound(comp, m, nodes, leaders)
+                if b is None:
+                    return None
+                total = (math.sqrt(b) * (1 + eps) + eps) ** 2
+                worst = total if worst is None else max(worst, total)
         return worst
 
 
