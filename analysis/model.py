@@ -62,7 +62,8 @@ Two link classes (node-aware schemes, ``two-level``: :attr:`Cost.intra_steps`): 
 time splits into the node part and the leaders' part.  The leaders' part is the outer
 scheme's terms at the node count ``L = p / k`` (k the measured ranks per node, kept when
 projecting), fitted like any scheme on ``comm - intra`` (the slowest leader's medians)
-with m from the leaders' own bytes (``inter_wire_bytes_per_leader``).  The node part
+with m from a node's bytes (``inter_wire_bytes_per_leader``: the leader's, or with
+``mode=shard`` its k ranks' shards together, which share the node's link).  The node part
 ``alpha_in L_in(k) + beta_in B_in(k, n)`` gets its own alpha and beta (:func:`fit_intra`,
 per machine, pooled over every node-aware case) when the measured (k, d) separate them;
 otherwise (one k and one d, or proportional terms) it assumes alpha_in = 0 and

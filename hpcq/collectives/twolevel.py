@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from hpcq.collectives import Stats, chunk_bounds
-from hpcq.collectives.allgather import _into
+from hpcq.collectives import allgather as _allgather  # noqa: F401 - the default outer, registered first
 from hpcq.collectives.baselines import from16, sum16_op, to16
 from hpcq.collectives.scheme import (
     SCHEMES,
@@ -185,22 +185,30 @@ class TwoLevel(Scheme):
             st = Stats()
             t0 = MPI.Wtime()
             leader = st.leader = node.Get_rank() == 0
-            mean = (out if out is not None and out.dtype == np.float32 and out.shape == (d,)
-                    and out.flags.c_contiguous else
+            mean = (check_out(out, d, f"scheme {self.name}") if out is not None else
                     session.buffer("two-level.mean", d) if session is not None
                     else np.empty(d, dtype=np.float32))
-            if node.Get_size() > 1 or inner != "fp32":
-                self._reduce(node, x, mean, st, session)
-            else:
-                mean[...] = x
+            # the leader's input to the outer scheme: its node's share of the mean
+            n_leaders = leaders.Get_size() if leader else 0
+            factor = np.float32(n_leaders / p)
+            if node.Get_size() == 1 and inner == "fp32" and n_leaders == p:
+                sums = x if x.dtype == np.float32 and x.flags.c_contiguous else (
+                    np.ascontiguousarray(x, dtype=np.float32))
+            else:  # (the other ranks' Reduce writes nothing: no buffer for them)
+                sums = (mean if not leader else session.buffer("two-level.sums", d)
+                        if session is not None else np.empty(d, dtype=np.float32))
+                if node.Get_size() > 1 or inner != "fp32":
+                    self._reduce(node, x, sums, st, session)
+                else:
+                    sums[...] = x
+                if leader and n_leaders != p:  # (node sum) L / p
+                    np.multiply(sums, factor, out=sums)
             t1 = MPI.Wtime()
             if leader:
-                n_leaders = leaders.Get_size()
-                if n_leaders != p:  # the leader's share: (node sum) L / p
-                    np.multiply(mean, np.float32(n_leaders / p), out=mean)
-                got, ost = self.outer.mean(leaders, mean, comp, seed=seed, step=step,
-                                           session=session, layout=layout)
-                mean[...] = got
+                got, ost = self.outer.mean(leaders, sums, comp, seed=seed, step=step,
+                                           session=session, layout=layout, out=mean)
+                if not np.shares_memory(got, mean):  # pragma: no cover - schemes honour out=
+                    mean[...] = got
                 st.encode_s += ost.encode_s
                 st.comm_s += ost.comm_s
                 st.decode_s += ost.decode_s
@@ -228,7 +236,7 @@ class TwoLevel(Scheme):
             st.comm_s += t3 - t2
             st.intra_s = (t1 - t0) + (t3 - t2)
             st.inter_s = t2 - t1 if leader else 0.0
-            return _into(mean, out) if out is not None and mean is not out else mean, st
+            return mean, st
         finally:
             if free:
                 for c in (node, leaders):
