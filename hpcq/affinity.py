@@ -123,7 +123,8 @@ def fit_threads(comm: Any) -> int:
     if os.environ.get("NUMBA_NUM_THREADS", "").strip() or mine is None:
         return int(numba.get_num_threads())
     sharers = sum(m == mine for m in masks)
-    n = min(max(1, len(mine) // sharers), int(numba.config.NUMBA_NUM_THREADS))
+    # a cap only: a count set lower before (``hpcq bench kernels --threads``) stays
+    n = min(max(1, len(mine) // sharers), int(numba.get_num_threads()))
     numba.set_num_threads(n)
     return n
 

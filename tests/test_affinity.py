@@ -55,7 +55,9 @@ def test_fit_threads_caps_numba_at_the_cores_it_may_use(monkeypatch: pytest.Monk
         os.sched_setaffinity(0, {min(before)})
         assert fit_threads(MPI.COMM_SELF) == 1 and numba.get_num_threads() == 1
         os.sched_setaffinity(0, before)
+        assert fit_threads(MPI.COMM_SELF) == 1  # a cap: never raised
         most = numba.config.NUMBA_NUM_THREADS
+        numba.set_num_threads(most)
         assert fit_threads(MPI.COMM_SELF) == min(len(before), most)
         numba.set_num_threads(1)  # the user's NUMBA_NUM_THREADS is kept as it is
         monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
