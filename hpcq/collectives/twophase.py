@@ -28,7 +28,7 @@ import numpy as np
 
 from hpcq.collectives import Stats, average_messages, chunk_bounds, second_seed
 from hpcq.collectives.allgather import Pending, _start, check_length, encode_own, split
-from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, ring
+from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, check_out, lg, register, ring
 from hpcq.collectives.session import Session
 from hpcq.compressors import Compressor
 from hpcq.feedback import ErrorFeedback
@@ -255,10 +255,9 @@ class TwoPhase(Scheme):
              step: int = 0, feedback: ErrorFeedback | None = None,
              session: Session | None = None, out: np.ndarray | None = None,
              layout: Layout | None = None) -> tuple[np.ndarray, Stats]:
-        if out is not None and (out.dtype != np.float32 or out.shape != (x.shape[0],)):
-            raise ValueError(f"two-phase: out must be a float32 array of length {x.shape[0]}")
         return two_phase_mean(comm, x, self._need(comp), seed=seed, step=step,
-                              feedback=feedback, out=out, session=session)
+                              feedback=feedback, session=session, out=None if out is None
+                              else check_out(out, x.shape[0], f"scheme {self.name}"))
 
     def start(self, comm: Any, x: np.ndarray, comp: Compressor | None = None, *, seed: int = 0,
               step: int = 0, feedback: ErrorFeedback | None = None,
