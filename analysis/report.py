@@ -329,6 +329,19 @@ def _train_section(trows: Sequence[dict[str, Any]]) -> list[Block]:
             ("table", head, rows)]
 
 
+def _algorithms(fits: Sequence[Any]) -> dict[str, Any]:
+    """Every registered scheme's cost terms, and those of the fitted scheme specs with
+    parameters (``allreduce-int:bits=8``, ``two-level:mode=shard``), by name."""
+    from hpcq.analysis import model
+
+    out = dict(model.ALGORITHMS)
+    for f in fits:
+        a = model.algorithm(f.scheme)
+        if a is not None:
+            out.setdefault(f.scheme, a)
+    return out
+
+
 def _model_files(out: Path, fits: Sequence[Any], proj: Sequence[dict[str, Any]]
                  ) -> list[Path]:
     """Write alphabeta.csv, alphabeta.json and projection.csv; return their paths."""
@@ -339,7 +352,7 @@ def _model_files(out: Path, fits: Sequence[Any], proj: Sequence[dict[str, Any]]
     doc = {"model": "comm(p, d) = alpha_s * L(p) + beta_s_per_byte * B(p, d)",
            "algorithms": {k: {"mpi": a.mpi, "L": a.text[0], "B": a.text[1],
                               "encodes": a.text[2], "decodes": a.text[3]}
-                          for k, a in model.ALGORITHMS.items()},
+                          for k, a in _algorithms(fits).items()},
            "fits": rows}
     (out / "alphabeta.json").write_text(json.dumps(doc, indent=1) + "\n")
     write_csv(out / "projection.csv", proj, model.PROJECTION_COLUMNS)
@@ -384,6 +397,7 @@ def _model_section(fits: Sequence[Any], proj: Sequence[dict[str, Any]],
     from hpcq.analysis import model
 
     schemes = sorted({f.scheme for f in fits})
+    algs = _algorithms(fits)
     used = [r for r in crows if model.usable(r)]
     crowded = sorted({str(r["file"]) for r in crows if r.get("cpu_binding") == "oversubscribed"})
     text = MODEL_TEXT
@@ -398,7 +412,7 @@ def _model_section(fits: Sequence[Any], proj: Sequence[dict[str, Any]],
         ("p", text),
         ("table", ["scheme", "MPI algorithm assumed", "L(p)", "B(p, d)", "encodes E(p)",
                    "decodes D(p)"],
-         [[s, model.ALGORITHMS[s].mpi, *model.ALGORITHMS[s].text] for s in schemes]),
+         [[s, algs[s].mpi, *algs[s].text] for s in schemes]),
         ("h", 3, "Fits (alphabeta.csv, alphabeta.json)"),
         ("table", ["machine", "scheme", "compressor", "alpha us", "1/beta GB/s", "points",
                    "p measured", "d measured", "worst residual (fit - meas.) / meas.", "status"],

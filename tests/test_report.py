@@ -29,8 +29,10 @@ PROV = {"software": "hpcq", "softwareVersion": "0.0.test",
         "cpu_model": read_attrs(FIXTURES / "results-1.1.0.h5")["cpu_model"]}
 
 
-def _extra(path: Path, prov: dict[str, Any] | None = None, nprocs: int = 4) -> None:
-    """A result file with kernels and collectives at d = 2^12 and 2^14 on ``nprocs`` ranks."""
+def _extra(path: Path, prov: dict[str, Any] | None = None, nprocs: int = 4,
+           int8: bool = False) -> None:
+    """A result file with kernels and collectives at d = 2^12 and 2^14 on ``nprocs`` ranks
+    (``int8``: and the parameterised scheme ``allreduce-int:bits=8``)."""
     rng = np.random.default_rng(0)
     cases = []
     for log2 in (12, 14):
@@ -46,7 +48,8 @@ def _extra(path: Path, prov: dict[str, Any] | None = None, nprocs: int = 4) -> N
                                 {"encode_s": (rng.uniform(1e-5, 2e-5, 3), "s"),
                                  "decode_s": (rng.uniform(1e-5, 2e-5, 3), "s")}, None))
         for scheme, spec, wire in (("allreduce-fp32", "fp32", 4 * d),
-                                   ("allgather", "sign:scale=l1", d // 8 + 64)):
+                                   ("allgather", "sign:scale=l1", d // 8 + 64),
+                                   *([("allreduce-int:bits=8", "fp32", d + 4)] if int8 else [])):
             split = rng.uniform(1e-5, 1e-4, (3, nprocs, 5)) * nprocs
             split[0] *= spec == "sign:scale=l1"
             params = {"scheme": scheme, "spec": spec, "spec_given": spec.split(":")[0], "d": d,
@@ -405,6 +408,20 @@ def test_model_files_and_text(results: Path, tmp_path: Path) -> None:
     md = Path(info["markdown"]).read_text()
     assert "## Alpha-beta model" in md and "extrapolations" in md and "no contention" in md
     assert "Crossovers (model):" in md and "### Projection at d = 2^14" in md
+
+
+def test_model_of_a_parameterised_scheme(tmp_path: Path) -> None:
+    """A scheme spec with parameters (``allreduce-int:bits=8``) gets its cost terms from
+    the scheme itself, in the report's table and in alphabeta.json."""
+    d = tmp_path / "int8"
+    d.mkdir()
+    for p in (2, 4):
+        _extra(d / f"p{p}.h5", nprocs=p, int8=True)
+    info = build_report(d, tmp_path / "out", plots=False)
+    doc = json.loads((tmp_path / "out" / "alphabeta.json").read_text())
+    assert "allreduce-int:bits=8" in doc["algorithms"]
+    assert "| allreduce-int:bits=8 | recursive-doubling Allreduce(MAX)" in Path(
+        info["markdown"]).read_text()
 
 
 def test_projection_d_must_be_measured(results: Path, tmp_path: Path, capsys: Any) -> None:
