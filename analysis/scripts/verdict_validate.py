@@ -21,7 +21,9 @@ largest bucket is reused.
 
 Written (rank 0, one JSON line per case, appended): workload, scheme, spec, link
 (``HPCQ_NETEM``), nprocs, compute_s, ``iteration_s`` per timed iteration (the slowest
-rank's), ``busy_s`` (the stream's busy time per iteration, slowest rank), and per bucket
+rank's), ``busy_s`` (the stream's busy time per iteration, slowest rank), ``cpu_binding``
+and rank 0's ``numba_threads`` (ranks are bound and threads capped as by ``hpcq run``), and
+per bucket
 the median over iterations of the slowest rank's (encode, comm, decode, wall) call time.
 """
 
@@ -40,6 +42,7 @@ import numpy as np
 def main(argv: Sequence[str] | None = None) -> int:
     from mpi4py import MPI
 
+    from hpcq.affinity import bind_local_ranks, fit_threads
     from hpcq.analysis.iteration import ready_times
     from hpcq.bench.workload import WorkloadCase, _call, plan
     from hpcq.collectives import Session, scheme
@@ -59,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--compute-ms must be > 0")
     comm = MPI.COMM_WORLD
     rank, p = comm.Get_rank(), comm.Get_size()
+    # as hpcq run: ranks on disjoint cores, numba threads capped at each rank's share
+    binding, threads = bind_local_ranks(comm), fit_threads(comm)
     for text in a.cases:
         name, _, spec = text.partition(" ")
         sch = scheme(name)
@@ -108,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_bucket = np.median(allc[slow, bi, ii, :], axis=1)  # (buckets, 4)
         row = {"workload": a.workload, "scheme": sch.spec, "spec": spec.strip() or None,
                "link": os.environ.get("HPCQ_NETEM"), "nprocs": p, "compute_s": compute_s,
-               "min_size": a.min_size, "elements": elements,
+               "min_size": a.min_size, "elements": elements, "cpu_binding": binding,
+               "numba_threads": threads,
                "iteration_s": np.max([g[1] for g in got], axis=0).tolist(),
                "busy_s": np.max([g[2] for g in got], axis=0).tolist(),
                "bucket_s": per_bucket.tolist()}
