@@ -46,13 +46,12 @@ import numpy as np
 
 from hpcq.collectives import Stats, chunk_bounds
 from hpcq.collectives import allgather as _allgather  # noqa: F401 - the default outer, registered first
-from hpcq.collectives.baselines import from16, sum16_op, to16
+from hpcq.collectives.baselines import _output, from16, sum16_op, to16
 from hpcq.collectives.scheme import (
     SCHEMES,
     BoundInputs,
     Cost,
     Scheme,
-    check_out,
     lg,
     register,
     ring,
@@ -185,9 +184,7 @@ class TwoLevel(Scheme):
             st = Stats()
             t0 = MPI.Wtime()
             leader = st.leader = node.Get_rank() == 0
-            mean = (check_out(out, d, f"scheme {self.name}") if out is not None else
-                    session.buffer("two-level.mean", d) if session is not None
-                    else np.empty(d, dtype=np.float32))
+            mean = _output(d, out, session, f"scheme {self.name}")
             # the leader's input to the outer scheme: its node's share of the mean
             n_leaders = leaders.Get_size() if leader else 0
             factor = np.float32(n_leaders / p)
@@ -198,23 +195,15 @@ class TwoLevel(Scheme):
                 sums = (mean if not leader else session.buffer("two-level.sums", d)
                         if session is not None else np.empty(d, dtype=np.float32))
                 if node.Get_size() > 1 or inner != "fp32":
-                    self._reduce(node, x, sums, st, session)
+                    self._node_sum(node, x, sums, st, session)
                 else:
                     sums[...] = x
                 if leader and n_leaders != p:  # (node sum) L / p
                     np.multiply(sums, factor, out=sums)
             t1 = MPI.Wtime()
             if leader:
-                got, ost = self.outer.mean(leaders, sums, comp, seed=seed, step=step,
-                                           session=session, layout=layout, out=mean)
-                if not np.shares_memory(got, mean):  # pragma: no cover - schemes honour out=
-                    mean[...] = got
-                st.encode_s += ost.encode_s
-                st.comm_s += ost.comm_s
-                st.decode_s += ost.decode_s
-                st.bytes_sent += ost.bytes_sent
-                st.bytes_recv += ost.bytes_recv
-                st.inter_bytes = ost.bytes_sent
+                self._outer_mean(leaders, sums, comp, mean, st, seed=seed, step=step,
+                                 session=session, layout=layout)
             t2 = MPI.Wtime()
             if node.Get_size() > 1:
                 # the others sleep until the leader is done (an Ibarrier on every rank:
@@ -256,31 +245,21 @@ class TwoLevel(Scheme):
         counts = np.diff(bounds)
         lo, hi = int(bounds[j]), int(bounds[j + 1])
         st = Stats(leader=j == 0)
-        mean = (check_out(out, d, f"scheme {self.name}") if out is not None else
-                session.buffer("two-level.mean", d) if session is not None
-                else np.empty(d, dtype=np.float32))
+        mean = _output(d, out, session, f"scheme {self.name}")
         shard = (np.empty(hi - lo, dtype=np.float32) if session is None
                  else session.buffer("two-level.shard", hi - lo))
         t0 = MPI.Wtime()
         if k > 1 or self.p["inner"] != "fp32":
-            self._reduce_scatter(node, x, shard, counts, st, session)
+            self._node_sum(node, x, shard, st, session, counts)
         else:
             shard[...] = x
         if n != p:  # this node's share of the mean: (node sum) n / p
             np.multiply(shard, np.float32(n / p), out=shard)
         t1 = MPI.Wtime()
-        # the peers' shard is a slice of the vector: a layout of whole tensors does not apply
+        # (the peers' shard is a slice of the vector: a layout of whole tensors does not apply)
         del layout
-        got, ost = self.outer.mean(peers, shard, comp, seed=seed, step=step, session=session,
-                                   out=mean[lo:hi])
-        if not np.shares_memory(got, mean):  # pragma: no cover - every scheme honours out=
-            mean[lo:hi] = got
-        st.encode_s += ost.encode_s
-        st.comm_s += ost.comm_s
-        st.decode_s += ost.decode_s
-        st.bytes_sent += ost.bytes_sent
-        st.bytes_recv += ost.bytes_recv
-        st.inter_bytes = ost.bytes_sent
+        self._outer_mean(peers, shard, comp, mean[lo:hi], st, seed=seed, step=step,
+                         session=session, layout=None)
         t2 = MPI.Wtime()
         if k > 1:
             displs = bounds[:-1]
@@ -293,19 +272,45 @@ class TwoLevel(Scheme):
         st.inter_s = t2 - t1
         return mean, st
 
-    def _reduce_scatter(self, node: Any, x: np.ndarray, shard: np.ndarray, counts: np.ndarray,
-                        st: Stats, session: Session | None) -> None:
-        """The node's sum of this rank's shard of ``x`` into ``shard`` (``counts`` entries
-        each, in local-rank order)."""
+    def _outer_mean(self, comm: Any, y: np.ndarray, comp: Compressor, out: np.ndarray,
+                    st: Stats, *, seed: int, step: int, session: Session | None,
+                    layout: Layout | None) -> None:
+        """The outer scheme's mean of every ``comm`` rank's ``y`` into ``out``; its times and
+        bytes added to ``st``, its bytes sent as ``st.inter_bytes``."""
+        got, ost = self.outer.mean(comm, y, comp, seed=seed, step=step, session=session,
+                                   layout=layout, out=out)
+        if not np.shares_memory(got, out):  # pragma: no cover - every scheme honours out=
+            out[...] = got
+        st.encode_s += ost.encode_s
+        st.comm_s += ost.comm_s
+        st.decode_s += ost.decode_s
+        st.bytes_sent += ost.bytes_sent
+        st.bytes_recv += ost.bytes_recv
+        st.inter_bytes = ost.bytes_sent
+
+    def _node_sum(self, node: Any, x: np.ndarray, dst: np.ndarray, st: Stats,
+                  session: Session | None, counts: np.ndarray | None = None) -> None:
+        """The node's sum of ``x`` in the inner format: into ``dst`` at the leader by a
+        ``Reduce`` (its contents elsewhere: any), or, given ``counts`` (every rank's shard
+        length, in local-rank order), this rank's shard of it by a ``Reduce_scatter``."""
         from mpi4py import MPI
 
-        inner, d, n = self.p["inner"], int(x.shape[0]), int(shard.shape[0])
+        d, k, j = int(x.shape[0]), node.Get_size(), node.Get_rank()
+        leader = j == 0
+        n = d if counts is None else int(counts[j])
+        mine = counts is not None or leader  # this rank receives a sum
+
+        def add_up(send: np.ndarray, recv: np.ndarray, word: Any, op: Any) -> None:
+            if counts is None:
+                node.Reduce([send, word], [recv, word] if leader else None, op=op, root=0)
+            else:
+                node.Reduce_scatter([send, word], [recv, word], recvcounts=counts, op=op)
+
         t0 = MPI.Wtime()
-        if inner == "fp32":
+        if self.p["inner"] == "fp32":
             x32 = x if x.dtype == np.float32 and x.flags.c_contiguous else np.ascontiguousarray(
                 x, dtype=np.float32)
-            node.Reduce_scatter([x32, MPI.FLOAT], [shard, MPI.FLOAT], recvcounts=counts,
-                                op=MPI.SUM)
+            add_up(x32, dst, MPI.FLOAT, MPI.SUM)
             st.comm_s += MPI.Wtime() - t0
             width = 4
         else:
@@ -316,51 +321,20 @@ class TwoLevel(Scheme):
             st.encode_s += t1 - t0
             total = (np.empty(n, dtype=np.uint16) if session is None
                      else session.buffer(owner + ".recv", n, np.uint16))
-            node.Reduce_scatter([words, MPI.UINT16_T], [total, MPI.UINT16_T],
-                                recvcounts=counts, op=sum16_op("bf16"))
+            add_up(words, total, MPI.UINT16_T, sum16_op("bf16"))
             t2 = MPI.Wtime()
             st.comm_s += t2 - t1
-            from16("bf16", total, owner, out=shard)
-            st.decode_s += MPI.Wtime() - t2
-            width = 2
-        st.bytes_sent += width * (d - n)  # the other ranks' shards of this rank's vector
-        st.bytes_recv += width * n * (node.Get_size() - 1)
-
-    def _reduce(self, node: Any, x: np.ndarray, sums: np.ndarray, st: Stats,
-                session: Session | None) -> None:
-        """The node's sum of ``x`` into ``sums`` at the leader (its contents elsewhere: any)."""
-        from mpi4py import MPI
-
-        inner, d = self.p["inner"], int(x.shape[0])
-        leader = node.Get_rank() == 0
-        t0 = MPI.Wtime()
-        if inner == "fp32":
-            x32 = x if x.dtype == np.float32 and x.flags.c_contiguous else np.ascontiguousarray(
-                x, dtype=np.float32)
-            node.Reduce([x32, MPI.FLOAT], [sums, MPI.FLOAT] if leader else None, op=MPI.SUM,
-                        root=0)
-            st.comm_s += MPI.Wtime() - t0
-            nbytes = x32.nbytes
-        else:
-            owner = "two-level.bf16"
-            words = to16("bf16", x, owner, out=None if session is None else session.buffer(
-                owner + ".send", d, np.uint16))
-            t1 = MPI.Wtime()
-            st.encode_s += t1 - t0
-            total = (np.empty_like(words) if session is None
-                     else session.buffer(owner + ".recv", d, np.uint16))
-            node.Reduce([words, MPI.UINT16_T], [total, MPI.UINT16_T] if leader else None,
-                        op=sum16_op("bf16"), root=0)
-            t2 = MPI.Wtime()
-            st.comm_s += t2 - t1
-            if leader:
-                from16("bf16", total, owner, out=sums)
+            if mine:
+                from16("bf16", total, owner, out=dst)
                 st.decode_s += MPI.Wtime() - t2
-            nbytes = words.nbytes
-        if leader:
-            st.bytes_recv += (node.Get_size() - 1) * nbytes
+            width = 2
+        if counts is not None:  # the others' shards of this vector out, k - 1 of its own in
+            st.bytes_sent += width * (d - n)
+            st.bytes_recv += width * n * (k - 1)
+        elif leader:
+            st.bytes_recv += (k - 1) * width * d
         else:
-            st.bytes_sent += nbytes
+            st.bytes_sent += width * d
 
     # ------------------------------------------------------------------ facts for the others
     @property
