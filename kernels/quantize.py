@@ -189,14 +189,14 @@ def affine_codes(x, i, cnt, lo, hi, nlev, stochastic, key, buf):  # type: ignore
 @njit(**INLINE)
 def quantize_run(x, i0, n, lo, hi, nlev, width, stochastic, key, buf, words, codes):  # type: ignore[no-untyped-def]
     """Quantize and pack ``x[i0:i0+n]`` (``i0`` a multiple of 8) into the stream ``codes``."""
-    nfull = n - n % _U(BLOCK)
-    for c0 in range(_U(0), nfull, _U(BLOCK)):  # a constant trip count for LLVM
-        affine_codes(x, i0 + c0, BLOCK, lo, hi, nlev, stochastic, key, buf)
-        pack_block(buf, words, BLOCK, codes, (i0 + c0) >> _U(3), width)
-    if nfull < n:
-        cnt = np.int64(n - nfull)
-        affine_codes(x, i0 + nfull, cnt, lo, hi, nlev, stochastic, key, buf)
-        pack_block(buf, words, cnt, codes, (i0 + nfull) >> _U(3), width)
+    if n == _U(BLOCK):  # one block, a constant count: see dequantize_run
+        affine_codes(x, i0, BLOCK, lo, hi, nlev, stochastic, key, buf)
+        pack_block(buf, words, BLOCK, codes, i0 >> _U(3), width)
+        return
+    for c0 in range(_U(0), n, _U(BLOCK)):
+        cnt = min(_U(BLOCK), n - c0)
+        affine_codes(x, i0 + c0, cnt, lo, hi, nlev, stochastic, key, buf)
+        pack_block(buf, words, cnt, codes, (i0 + c0) >> _U(3), width)
 
 
 def _encode_body(x, bucket, nlev, width, mode, clip, stochastic, key, nblk, scales, codes):  # type: ignore[no-untyped-def]
@@ -292,15 +292,17 @@ def dequantize_run(codes, i0, n, lo, hi, nlev, width, buf, words, out, add):  # 
     sc = 18446744073709551616.0 if max(abs(lo), abs(hi)) < 2.0**-60 else 1.0
     lv = (np.float32(lo), np.float32(hi), np.float32((hi - lo) / top * sc),
           np.float32(0.5 * top), np.float32((lo + (hi - lo) * 0.5) * sc), np.float32(1.0 / sc))
+    # The usual run (bucket=512) is one block: with the count a constant it compiles to
+    # straight-line vector code; through the loop below it cost about 100 ns more per run
+    # (the 4-bit decode of 2^24 entries on one core: 11.1 ms, now 9.0).
+    if n == _U(BLOCK):
+        unpack_block(codes, i0 >> _U(3), BLOCK, width, buf, words)
+        return _levels(buf, BLOCK, top, lv, out, i0, add)
     bad = 0
-    nfull = n - n % _U(BLOCK)
-    for c0 in range(_U(0), nfull, _U(BLOCK)):  # a constant trip count for LLVM
-        unpack_block(codes, (i0 + c0) >> _U(3), BLOCK, width, buf, words)
-        bad += _levels(buf, BLOCK, top, lv, out, i0 + c0, add)
-    if nfull < n:
-        cnt = np.int64(n - nfull)
-        unpack_block(codes, (i0 + nfull) >> _U(3), cnt, width, buf, words)
-        bad += _levels(buf, cnt, top, lv, out, i0 + nfull, add)
+    for c0 in range(_U(0), n, _U(BLOCK)):
+        cnt = min(_U(BLOCK), n - c0)
+        unpack_block(codes, (i0 + c0) >> _U(3), cnt, width, buf, words)
+        bad += _levels(buf, cnt, top, lv, out, i0 + c0, add)
     return bad
 
 
