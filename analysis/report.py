@@ -36,8 +36,9 @@ from hpcq.analysis.load import Table, _column, expand_paths, load, summarize
 KINDS = ("kernels", "collectives", "workload", "train")
 
 KERNEL_COLUMNS = ("file", "group", "machine", "spec", "spec_given", "d", "log2_d", "threads",
-                  "repeats", "seed", "encode_median_s", "decode_median_s", "encode_gbs",
-                  "decode_gbs", "memcpy_gbs", "bits_per_coordinate", "wire_bytes", "nmse",
+                  "repeats", "seed", "encode_median_s", "decode_median_s",
+                  "decode_into_median_s", "encode_gbs", "decode_gbs", "decode_into_gbs",
+                  "memcpy_gbs", "bits_per_coordinate", "wire_bytes", "nmse",
                   "hpcq_format")
 COLLECTIVE_COLUMNS = ("file", "group", "machine", "scheme", "spec", "spec_given", "nprocs", "d",
                       "log2_d", "seed", "iterations", "wire_bytes_per_rank", "fp32_bytes",
@@ -80,11 +81,13 @@ def kernel_rows(table: Table, memcpy: Table) -> list[dict[str, Any]]:
     for r in table.rows():
         d = int(r["d"])
         enc, dec = _num(r.get("encode_s.median")), _num(r.get("decode_s.median"))
+        into = _num(r.get("decode_into_s.median"))  # None in files before hpcq recorded it
         row = {k: _num(r.get(k)) for k in KERNEL_COLUMNS}
         row.update(spec=_spec(r), machine=str(r.get("cpu_model") or "unknown"),
-                   encode_median_s=enc, decode_median_s=dec,
+                   encode_median_s=enc, decode_median_s=dec, decode_into_median_s=into,
                    encode_gbs=4 * d / enc / 1e9 if enc else None,
                    decode_gbs=4 * d / dec / 1e9 if dec else None,
+                   decode_into_gbs=4 * d / into / 1e9 if into else None,
                    memcpy_gbs=copy.get((str(r["file"]), d, _num(r.get("run")),
                                         _num(r.get("sweep.job.seed")))))
         out.append(row)
@@ -556,7 +559,7 @@ def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, 
         r["tag"] = f"_p{int(r['nprocs'] or 0)}" + (
             f"_{tags[str(r['machine'])]}" if tags[str(r["machine"])] else "")
     kcomb = combine(krows, (*KERNEL_COLUMNS, "tag"), ["tag", "spec", "d"],
-                    ["encode_gbs", "decode_gbs"])
+                    ["encode_gbs", "decode_gbs", "decode_into_gbs"])
     ccomb = combine(crows, (*COLLECTIVE_COLUMNS, "tag"), ["tag", "nprocs", "scheme", "spec", "d"],
                     ["latency_p50_s", "encode_median_s", "comm_median_s", "decode_median_s",
                      "nmse", "bits_per_coordinate", "breakeven_gbs"])
@@ -606,10 +609,12 @@ def build_report(paths: str | Path | Iterable[str | Path], out_dir: str | Path, 
                             + "; ".join(f"m{i + 1} = {m}" for i, m in enumerate(machines))))
     if krows:
         blocks += [("h", 2, "Kernels (single process, input GB/s = 4d / median time)"),
-                   ("table", ["machine", "spec", "d", "runs", "encode GB/s", "decode GB/s"],
+                   ("table", ["machine", "spec", "d", "runs", "encode GB/s", "decode GB/s",
+                              "decode into a reused buffer GB/s"],
                     [[r["tag"][1:] or "-", labels[r["spec"]],
                       f"2^{int(r['d']).bit_length() - 1}", r["runs"],
-                      _range(r, "encode_gbs"), _range(r, "decode_gbs")] for r in kcomb])]
+                      _range(r, "encode_gbs"), _range(r, "decode_gbs"),
+                      _range(r, "decode_into_gbs")] for r in kcomb])]
     if crows:
         blocks += [("h", 2, "Collectives (p50 of the slowest rank)"),
                    ("table", ["machine", "ranks", "scheme", "spec", "d", "runs", "bits/coord",

@@ -77,6 +77,8 @@ def test_run_rows_and_table() -> None:
     fwht_rows = [r for r in rows if r["label"].startswith("fwht")]
     assert len(fwht_rows) == 2 and all(r["enc"][0] > 0 and r["enc_x_numpy"] > 0 for r in fwht_rows)
     assert all(r["bits"] > 16 for r in rows if "bits" in r)
+    assert all(r["into"][0] > 0 and r["into_x_memcpy"] > 0 for r in rows if "bits" in r)
+    assert "into GB/s" in table[0]
 
 
 def test_cli_writes_a_valid_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,6 +95,7 @@ def test_cli_writes_a_valid_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(cases) == 2 * (2 + len(available))
     k = next(c for c in cases if c["kind"] == "kernels")
     assert k["encode_s"].shape == (2,) and k["encode_warmup_s"].shape == (1,)
+    assert k["decode_into_s"].shape == (2,) and (k["decode_into_s"] > 0).all()
     assert k["units"]["encode_first_s"] == "s" and k["threads"] == 1
     assert k["bits_per_coordinate"] == 8.0 * k["wire_bytes"] / k["d"]
     # and never over an existing file
