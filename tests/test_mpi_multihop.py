@@ -37,6 +37,8 @@ def _check(report: dict, nprocs: int) -> None:
         assert all(len(h) >= 1 for h in hops)
         assert all(0 <= e <= 1.5 * omega for h in hops for e in h), (name, hops, omega)
     assert len(results["ring hop_error"]["hops"][0]) == nprocs  # p - 1 hops + the allgather's
+    if nprocs > 1:  # the reduce-scatters worked in the session's buffers
+        assert all(results[f"{n} session buffers"]["held_bytes"] > 0 for n in ("ring", "rhd"))
 
 
 @pytest.mark.mpi

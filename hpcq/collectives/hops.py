@@ -111,11 +111,14 @@ def hop_memory(session: Session | None, owner: str, comp: Compressor) -> ErrorFe
     return session.feedback(owner, lambda: ErrorFeedback(comp))  # type: ignore[no-any-return]
 
 
-def exchange(comm: Any, msg: np.ndarray, dest: int, source: int, st: Stats) -> np.ndarray:
+def exchange(comm: Any, msg: np.ndarray, dest: int, source: int, st: Stats,
+             recv: Callable[[int], np.ndarray] | None = None) -> np.ndarray:
     """Send ``msg`` to ``dest`` and receive a message of any length from ``source``.
 
     ``Isend``, then ``Probe`` for the incoming length, ``Recv``, ``Wait``: no length
-    exchange of its own, so a variable-length codec costs no extra message.
+    exchange of its own, so a variable-length codec costs no extra message.  ``recv(n)``
+    gives the receive buffer of n bytes (:func:`scratch`, for a message decoded before the
+    next exchange); a new array by default.
     """
     from mpi4py import MPI
 
@@ -123,13 +126,23 @@ def exchange(comm: Any, msg: np.ndarray, dest: int, source: int, st: Stats) -> n
     req = comm.Isend([msg, MPI.BYTE], dest=dest, tag=TAG)
     status = MPI.Status()
     comm.Probe(source=source, tag=TAG, status=status)
-    buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
+    n = status.Get_count(MPI.BYTE)
+    buf = np.empty(n, dtype=np.uint8) if recv is None else recv(n)
     comm.Recv([buf, MPI.BYTE], source=source, tag=TAG)
     req.Wait()
     st.comm_s += MPI.Wtime() - t0
     st.bytes_sent += int(msg.shape[0])
     st.bytes_recv += int(buf.shape[0])
     return buf
+
+
+def scratch(session: Session | None, owner: str, dtype: Any = np.float32
+            ) -> Callable[[int], np.ndarray]:
+    """``n -> buffer``: the session's reused buffer of ``owner`` (so a timed call neither
+    allocates nor page-faults a fresh d-length array), or a new array without a session."""
+    if session is None:
+        return lambda n: np.empty(n, dtype=dtype)
+    return lambda n: session.buffer(owner, n, dtype)
 
 
 def pack(msgs: Sequence[np.ndarray]) -> np.ndarray:

@@ -54,6 +54,7 @@ from hpcq.collectives.hops import (
     hop_message,
     hop_seed,
     pack,
+    scratch,
     unpack,
 )
 from hpcq.collectives.ring import _f32
@@ -87,8 +88,9 @@ def rhd_reduce_scatter_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed:
     """This rank's chunk of the mean by compressed recursive halving.
 
     Returns ``(chunk, stats)``: chunk v of ``chunk_bounds(d, p')`` for virtual rank v,
-    an empty array on a rank that folded its vector onto its neighbour.  Parameters
-    as for :func:`hpcq.collectives.ring.reduce_scatter_mean`.
+    an empty array on a rank that folded its vector onto its neighbour; with a session,
+    a view of its buffer ``rhd.acc``, valid until the next call.  Parameters as for
+    :func:`hpcq.collectives.ring.reduce_scatter_mean`.
     """
     from mpi4py import MPI
 
@@ -100,6 +102,9 @@ def rhd_reduce_scatter_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed:
 
     def memory(what: str) -> ErrorFeedback | None:
         return hop_memory(session, f"rhd:{comp.spec}:{d}:{what}", comp) if feedback else None
+
+    # one reused buffer: the kept half, then halved in place level by level
+    acc_of, recv = scratch(session, "rhd.acc"), scratch(session, "rhd.recv", np.uint8)
 
     if f and r < 2 * (p - q):
         if v < 0:  # fold: send the whole vector to the odd neighbour, then wait
@@ -118,11 +123,12 @@ def rhd_reduce_scatter_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed:
         t1 = MPI.Wtime()
         st.comm_s += t1 - t0
         st.bytes_recv += int(buf.shape[0])
-        acc = x32.copy()
+        acc = acc_of(d)
+        np.copyto(acc, x32)
         comp.decode(buf, out=acc, add=True)
         st.decode_s += MPI.Wtime() - t1
     else:
-        acc = x32.copy()
+        acc = x32  # read only: the first level copies just the half it keeps
     b = chunk_bounds(d, q)
     lo, hi = 0, q  # the segment of chunks this rank holds
     level, mask = 0, q >> 1
@@ -133,14 +139,20 @@ def rhd_reduce_scatter_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed:
         seg = acc[b[send[0]] - b[lo]:b[send[1]] - b[lo]]
         msg = encode_hop(comp, seg, st, seed=hop_seed(seed, level + f), step=step, rank=r,
                          memory=memory(f"level{level}"), hop_error=hop_error)
-        buf = exchange(comm, msg, partner, partner, st)
+        buf = exchange(comm, msg, partner, partner, st, recv)
         t0 = MPI.Wtime()
-        mine = acc[b[keep[0]] - b[lo]:b[keep[1]] - b[lo]].copy()
-        comp.decode(buf, out=mine, add=True)
+        mine = acc[b[keep[0]] - b[lo]:b[keep[1]] - b[lo]]
+        if acc is x32:  # the caller's vector: the kept half into the reused buffer
+            mine = acc_of(mine.shape[0])
+            np.copyto(mine, acc[b[keep[0]] - b[lo]:b[keep[1]] - b[lo]])
+        comp.decode(buf, out=mine, add=True)  # in place from the second level on
         st.decode_s += MPI.Wtime() - t0
         acc, (lo, hi) = mine, keep
         level, mask = level + 1, mask >> 1
     t0 = MPI.Wtime()
+    if acc is x32:  # one rank: never hand back the caller's own array
+        acc = acc_of(d)
+        np.copyto(acc, x32)
     if p > 1:
         acc /= np.float32(p)
     st.decode_s += MPI.Wtime() - t0

@@ -66,6 +66,7 @@ from hpcq.collectives.hops import (
     hop_memory,
     hop_message,
     hop_seed,
+    scratch,
 )
 from hpcq.collectives.scheme import BoundInputs, Cost, register, ring
 from hpcq.collectives.session import Session
@@ -103,7 +104,8 @@ def reduce_scatter_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int
     Returns
     -------
     chunk : numpy.ndarray
-        float32, the mean of chunk ``rank`` of ``chunk_bounds(d, p)``.
+        float32, the mean of chunk ``rank`` of ``chunk_bounds(d, p)``; with a session, a
+        view of its buffer ``ring.acc``, valid until the next call.
     stats : Stats
     """
     from mpi4py import MPI
@@ -113,17 +115,21 @@ def reduce_scatter_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int
     x32 = _f32(x)
     d = x32.shape[0]
     b = chunk_bounds(d, p)
+    # one reused chunk buffer: a hop's message is encoded before the next sum overwrites it
+    acc_of, recv = scratch(session, "ring.acc"), scratch(session, "ring.recv", np.uint8)
     c = (r - 1) % p
-    acc = x32[b[c]:b[c + 1]].copy()
+    acc = acc_of(b[c + 1] - b[c])
+    np.copyto(acc, x32[b[c]:b[c + 1]])
     for k in range(p - 1):
         mem = (hop_memory(session, f"ring:{comp.spec}:{d}:hop{k}", comp) if feedback
                else None)
         msg = encode_hop(comp, acc, st, seed=hop_seed(seed, k), step=step, rank=r,
                          memory=mem, hop_error=hop_error)
-        buf = exchange(comm, msg, (r + 1) % p, (r - 1) % p, st)
+        buf = exchange(comm, msg, (r + 1) % p, (r - 1) % p, st, recv)
         c = (r - k - 2) % p
         t0 = MPI.Wtime()
-        acc = x32[b[c]:b[c + 1]].copy()
+        acc = acc_of(b[c + 1] - b[c])
+        np.copyto(acc, x32[b[c]:b[c + 1]])
         comp.decode(buf, out=acc, add=True)  # own chunk + decoded partial sum
         st.decode_s += MPI.Wtime() - t0
     t0 = MPI.Wtime()

@@ -105,6 +105,28 @@ def main() -> None:
                 report[f"{name}+ef memories"] = {"equal": min(counts) >= 1,
                                                  "same_on_all_ranks": True, "counts": counts}
 
+    # reused buffers: with a session (one kept across calls of other lengths and steps, and
+    # the input untouched) the same bits as a call without one
+    for name in ("ring", "rhd"):
+        plain, _ = scheme(name)(comm, x, comp, seed=SEED, step=STEP)
+        x_before = x.copy()
+        with Session(comm) as session:
+            scheme(name)(comm, x[: d // 2 + 1], comp, seed=SEED, step=STEP + 1, session=session)
+            first, _ = scheme(name)(comm, x, comp, seed=SEED, step=STEP, session=session)
+            first = first.copy()
+            scheme(name)(comm, x[: d // 3 + 1], comp, seed=SEED, step=STEP + 2, session=session)
+            again, _ = scheme(name)(comm, x, comp, seed=SEED, step=STEP, session=session)
+            held = session.nbytes()
+        everyone = comm.gather(again, root=0)
+        ok = (np.array_equal(first, plain) and np.array_equal(again, plain)
+              and np.array_equal(x, x_before))
+        oks, helds = comm.gather(ok, root=0), comm.gather(held, root=0)
+        if rank == 0:
+            report[f"{name} session buffers"] = {
+                "equal": all(oks), "same_on_all_ranks": all(np.array_equal(again, m)
+                                                             for m in everyone),
+                "held_bytes": max(helds)}  # a rank that folds (rhd, p = 3) holds none
+
     # the integer mean: exact integer sums, no overflow, the naive rounding and decoding
     kinds = ("normal", "all-max", "alternating", "one-huge")
     for bits in (8, 16, 32):
