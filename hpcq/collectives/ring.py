@@ -118,8 +118,7 @@ def reduce_scatter_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int
     # one reused chunk buffer: a hop's message is encoded before the next sum overwrites it
     acc_of, recv = scratch(session, "ring.acc"), scratch(session, "ring.recv", np.uint8)
     c = (r - 1) % p
-    acc = acc_of(b[c + 1] - b[c])
-    np.copyto(acc, x32[b[c]:b[c + 1]])
+    acc = x32[b[c]:b[c + 1]]  # read only: the first hop encodes it as it is
     for k in range(p - 1):
         mem = (hop_memory(session, f"ring:{comp.spec}:{d}:hop{k}", comp) if feedback
                else None)
@@ -133,7 +132,10 @@ def reduce_scatter_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed: int
         comp.decode(buf, out=acc, add=True)  # own chunk + decoded partial sum
         st.decode_s += MPI.Wtime() - t0
     t0 = MPI.Wtime()
-    if p > 1:
+    if p == 1:  # never hand back the caller's own array
+        acc = acc_of(d)
+        np.copyto(acc, x32)
+    else:
         acc /= np.float32(p)
     st.decode_s += MPI.Wtime() - t0
     return acc, st
