@@ -481,7 +481,8 @@ def two_level_mean(outer, comp, vectors, seed, step, ranks_per_node, inner="fp32
     node sums (fp32, or bf16 words added in float32 and rounded to bf16 per addition, in
     rank order: exact for two ranks a node), scaled by L / p, then ``outer`` among them;
     with ``mode="shard"`` the outer scheme runs on each of the k shards of those sums
-    (``chunk_bounds``) and the shards are put together."""
+    (``chunk_bounds``), shard j with seed ``seed + j 0xD1B54A32D192ED03`` mod 2^64, and the
+    shards are put together."""
     p = len(vectors)
     k = ranks_per_node
     nodes = p // k
@@ -502,9 +503,10 @@ def two_level_mean(outer, comp, vectors, seed, step, ranks_per_node, inner="fp32
     if mode == "shard":
         sizes = [len(vectors[0]) // k + (j < len(vectors[0]) % k) for j in range(k)]
         cuts = np.concatenate(([0], np.cumsum(sizes)))
-        return np.concatenate([serial_scheme_mean(outer, comp, [s[a:b] for s in leaders],
-                                                  seed, step)
-                               for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
+        return np.concatenate([
+            serial_scheme_mean(outer, comp, [s[a:b] for s in leaders],
+                               (seed + j * 0xD1B54A32D192ED03) % 2**64, step)
+            for j, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))])
     return serial_scheme_mean(outer, comp, leaders, seed, step)
 
 

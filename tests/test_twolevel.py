@@ -212,3 +212,25 @@ def test_model_assumes_bandwidth_only_from_one_point() -> None:
     rows = [r for r in _rows(2e-5, 8e-9, 1e-6, 2e-10) if r["nprocs"] == 4][:1]
     intra = next(f for f in model.fit(rows) if f.scheme == model.INTRA)
     assert intra.status == "assumed" and intra.alpha_s == 0.0 and intra.beta_s_per_byte > 0
+
+
+def test_shard_peer_groups_draw_their_own_streams() -> None:
+    """Peer group j compresses with shard_seed(seed, j): group 0 keeps the seed, the others
+    differ from it and from every hop or second-compression seed (seed + h G) of a chain."""
+    from hpcq.collectives.hops import hop_seed
+    from hpcq.collectives.twolevel import shard_seed
+
+    for seed in (0, 7, 2**64 - 1):
+        seeds = [shard_seed(seed, j) for j in range(64)]
+        assert seeds[0] == seed and len(set(seeds)) == 64
+        assert all(0 <= s < 2**64 for s in seeds)
+        chains = {hop_seed(seed, h) for h in range(256)}
+        assert not chains & set(seeds[1:])
+    # and the shards' rounding differs: equal shards of two nodes, one codec, one seed
+    from naive import two_level_mean
+
+    comp, half = compressor("qsgd:bits=2"), 4096
+    v = np.random.default_rng(3).standard_normal(half).astype(np.float32)
+    xs = [np.concatenate([v, v]) for _ in range(4)]
+    mean = two_level_mean("allgather", comp, xs, 5, 0, 2, mode="shard")
+    assert not np.array_equal(mean[:half], mean[half:])

@@ -20,7 +20,9 @@ ranks with local rank j on every node (the j-th "peers" communicator) run the ou
 scheme on that shard, and an ``Allgatherv`` inside the node puts the shards together.
 Each rank encodes and decodes a k-th of what a leader would, the node still sends one
 vector's compressed bytes (k streams of a k-th each), and no rank sits idle while
-another's codec works.  It needs nodes of one size.
+another's codec works.  It needs nodes of one size.  Peer group j compresses with
+:func:`shard_seed` (seed, j), so the k shards of a node draw independent random streams
+(with one seed for all, every shard's rounding errors would repeat one pattern).
 
 Nodes: ``ranks_per_node=0`` takes the machine's (``Split_type(COMM_TYPE_SHARED)``: under
 ``hpcq netem --nodes`` and on a cluster, one per host); ``ranks_per_node=k`` treats
@@ -62,6 +64,16 @@ from hpcq.compressors import Compressor
 from hpcq.compressors.base import Param
 from hpcq.feedback import ErrorFeedback
 from hpcq.workloads.layout import Layout
+
+#: The seed step between the peer groups of ``mode=shard`` (odd; not a multiple of the
+#: golden-ratio step that hops and second compressions use, so no stream repeats).
+SHARD_SEED_STEP = 0xD1B54A32D192ED03
+
+
+def shard_seed(seed: int, j: int) -> int:
+    """The seed of peer group ``j`` (local rank j on every node): ``seed + j S`` mod 2^64."""
+    return (seed + j * SHARD_SEED_STEP) & 0xFFFFFFFFFFFFFFFF
+
 
 #: How long a non-leader sleeps between polls of the node's broadcast: it waits for the
 #: whole inter-node part, and a busy wait (MPI's) would take the cores the leader encodes
@@ -258,8 +270,8 @@ class TwoLevel(Scheme):
         t1 = MPI.Wtime()
         # (the peers' shard is a slice of the vector: a layout of whole tensors does not apply)
         del layout
-        self._outer_mean(peers, shard, comp, mean[lo:hi], st, seed=seed, step=step,
-                         session=session, layout=None)
+        self._outer_mean(peers, shard, comp, mean[lo:hi], st, seed=shard_seed(seed, j),
+                         step=step, session=session, layout=None)
         t2 = MPI.Wtime()
         if k > 1:
             displs = bounds[:-1]
