@@ -16,7 +16,7 @@ import numpy as np
 
 from hpcq.collectives import Stats, average_messages
 from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register
-from hpcq.collectives.session import Session
+from hpcq.collectives.session import Session, reused
 from hpcq.compressors import Compressor
 from hpcq.feedback import ErrorFeedback
 from hpcq.workloads.layout import Layout
@@ -90,9 +90,7 @@ def _start(comm: Any, msg: np.ndarray, fixed: int | None, *, blocking: bool,
 
 def _recv(n: int, session: Session | None, owner: str) -> np.ndarray:
     """A receive buffer of ``n`` bytes: the session's (reused) or a new one."""
-    if session is None:
-        return np.empty(n, dtype=np.uint8)
-    return session.buffer(owner + ".recv", n, np.uint8)
+    return reused(session, owner + ".recv", n, np.uint8)
 
 
 class _Exchange(NamedTuple):

@@ -16,7 +16,7 @@ import numpy as np
 
 from hpcq.collectives import Stats
 from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, check_out, lg, register, ring
-from hpcq.collectives.session import Session
+from hpcq.collectives.session import Session, reused
 from hpcq.compressors import Compressor
 from hpcq.compressors.base import Param
 from hpcq.kernels import cast
@@ -72,9 +72,7 @@ def _output(d: int, out: np.ndarray | None, session: Session | None, owner: str)
     """Where a baseline writes its mean: ``out``, the session's buffer, or a new array."""
     if out is not None:
         return check_out(out, d, owner)
-    if session is not None:
-        return session.buffer(owner, d)
-    return np.empty(d, dtype=np.float32)
+    return reused(session, owner, d)
 
 
 #: From this many elements the fp32 baseline's ``auto`` algorithm reduce-scatters, scales its
@@ -198,11 +196,9 @@ def allreduce_cast_mean(comm: Any, x: np.ndarray, kind: str, *,
     t0 = MPI.Wtime()
     owner = f"allreduce-{kind}"
     p, d = comm.Get_size(), int(x.shape[0])
-    words = to16(kind, x, owner, out=None if session is None else session.buffer(
-        owner + ".send", d, np.uint16))
+    words = to16(kind, x, owner, out=reused(session, owner + ".send", d, np.uint16))
     t1 = MPI.Wtime()
-    total = (np.empty_like(words) if session is None
-             else session.buffer(owner + ".recv", d, np.uint16))
+    total = reused(session, owner + ".recv", d, np.uint16)
     comm.Allreduce([words, MPI.UINT16_T], [total, MPI.UINT16_T], op=sum16_op(kind))
     t2 = MPI.Wtime()
     mean = from16(kind, total, owner, out=_output(d, out, session, owner))

@@ -33,7 +33,7 @@ import numpy as np
 
 from hpcq.collectives import Stats
 from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, ring
-from hpcq.collectives.session import Session
+from hpcq.collectives.session import Session, reused
 from hpcq.compressors import Compressor
 from hpcq.compressors.base import Param
 from hpcq.kernels import checks, fp8
@@ -160,10 +160,8 @@ class AllreduceFP8(Scheme):
         s = shared_scale(fmt, p, float(big[0]))
         # payload layout of the fp8 codec (float32 scale, then the codes) so its decoder
         # reads the sum; only the codes travel
-        send = (np.empty(4 + d, np.uint8) if session is None
-                else session.buffer(owner + ".send", 4 + d, np.uint8))
-        recv = (np.empty(4 + d, np.uint8) if session is None
-                else session.buffer(owner + ".recv", 4 + d, np.uint8))
+        send = reused(session, owner + ".send", 4 + d, np.uint8)
+        recv = reused(session, owner + ".recv", 4 + d, np.uint8)
         fp8.cast_scaled(x32, 1.0 / s if s > 0 else 0.0, fmt, send[4:])
         t3 = MPI.Wtime()
         comm.Allreduce([send[4:], MPI.UINT8_T], [recv[4:], MPI.UINT8_T], op=sum8_op(fmt))

@@ -26,7 +26,7 @@ import numpy as np
 
 from hpcq.collectives import Stats
 from hpcq.collectives.scheme import Scheme, check_out
-from hpcq.collectives.session import Session
+from hpcq.collectives.session import Session, reused
 from hpcq.compressors import Compressor
 from hpcq.compressors.base import Param
 from hpcq.feedback import ErrorFeedback
@@ -138,11 +138,9 @@ def exchange(comm: Any, msg: np.ndarray, dest: int, source: int, st: Stats,
 
 def scratch(session: Session | None, owner: str, dtype: Any = np.float32
             ) -> Callable[[int], np.ndarray]:
-    """``n -> buffer``: the session's reused buffer of ``owner`` (so a timed call neither
-    allocates nor page-faults a fresh d-length array), or a new array without a session."""
-    if session is None:
-        return lambda n: np.empty(n, dtype=dtype)
-    return lambda n: session.buffer(owner, n, dtype)
+    """``n -> buffer``: :func:`~hpcq.collectives.session.reused` for ``owner`` (so a timed call
+    neither allocates nor page-faults a fresh d-length array)."""
+    return lambda n: reused(session, owner, n, dtype)
 
 
 def pack(msgs: Sequence[np.ndarray]) -> np.ndarray:

@@ -38,7 +38,7 @@ import numpy as np
 from hpcq.collectives import Stats
 from hpcq.collectives.baselines import _output
 from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, lg, register, ring
-from hpcq.collectives.session import Session
+from hpcq.collectives.session import Session, reused
 from hpcq.compressors import Compressor
 from hpcq.compressors.base import DEFAULT_ROTATION_BLOCK, Keys, Param, rotation_block_for
 from hpcq.workloads.layout import Layout
@@ -77,10 +77,9 @@ def int_mean(comm: Any, x: np.ndarray, *, bits: int = 16, rotate: bool = False, 
     owner = f"allreduce-int{bits}"
     word = intsum.WORDS[bits]
     n = y.shape[0]
-    codes = intsum.round_to_grid(y, scale, q, int(keys.private), bits, out=None if session is None
-                                 else session.buffer(owner + ".send", n, word))
-    total = np.empty(n, dtype=word) if session is None else session.buffer(owner + ".recv", n,
-                                                                            word)
+    codes = intsum.round_to_grid(y, scale, q, int(keys.private), bits,
+                                 out=reused(session, owner + ".send", n, word))
+    total = reused(session, owner + ".recv", n, word)
     t3 = MPI.Wtime()
     mpi_word = getattr(MPI, _MPI_WORDS[bits])
     comm.Allreduce([codes, mpi_word], [total, mpi_word], op=MPI.SUM)

@@ -29,7 +29,7 @@ import numpy as np
 from hpcq.collectives import Stats, average_messages, chunk_bounds
 from hpcq.collectives.allgather import split
 from hpcq.collectives.scheme import BoundInputs, Cost, Scheme, check_out, lg, register
-from hpcq.collectives.session import Session
+from hpcq.collectives.session import Session, reused
 from hpcq.compressors import Compressor
 from hpcq.compressors.base import Param
 from hpcq.feedback import ErrorFeedback
@@ -50,9 +50,7 @@ class _Chunk:
 
 def _recv(n: int, i: int, session: Session | None) -> np.ndarray:
     """Chunk i's receive buffer of n bytes: the session's (one per chunk, reused) or new."""
-    if session is None:
-        return np.empty(n, dtype=np.uint8)
-    return session.buffer(f"pipelined.recv.{i}", n, np.uint8)
+    return reused(session, f"pipelined.recv.{i}", n, np.uint8)
 
 
 def _post_data(comm: Any, c: _Chunk, st: Stats, session: Session | None) -> None:

@@ -143,8 +143,8 @@ def rhd_reduce_scatter_mean(comm: Any, x: np.ndarray, comp: Compressor, *, seed:
         t0 = MPI.Wtime()
         mine = acc[b[keep[0]] - b[lo]:b[keep[1]] - b[lo]]
         if acc is x32:  # the caller's vector: the kept half into the reused buffer
-            mine = acc_of(mine.shape[0])
-            np.copyto(mine, acc[b[keep[0]] - b[lo]:b[keep[1]] - b[lo]])
+            kept, mine = mine, acc_of(mine.shape[0])
+            np.copyto(mine, kept)
         comp.decode(buf, out=mine, add=True)  # in place from the second level on
         st.decode_s += MPI.Wtime() - t0
         acc, (lo, hi) = mine, keep

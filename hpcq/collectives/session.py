@@ -93,3 +93,12 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def reused(session: Session | None, owner: str, n: int, dtype: Any = np.float32) -> np.ndarray:
+    """``session.buffer(owner, n, dtype)``, or a new array when there is no session (a call
+    made outside a run: correct, but it allocates, and a fresh d-length array pays its page
+    faults)."""
+    if session is None:
+        return np.empty(n, dtype=dtype)
+    return session.buffer(owner, n, dtype)

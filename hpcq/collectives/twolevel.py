@@ -59,7 +59,7 @@ from hpcq.collectives.scheme import (
     ring,
     scheme,
 )
-from hpcq.collectives.session import Session
+from hpcq.collectives.session import Session, reused
 from hpcq.compressors import Compressor
 from hpcq.compressors.base import Param
 from hpcq.feedback import ErrorFeedback
@@ -204,8 +204,7 @@ class TwoLevel(Scheme):
                 sums = x if x.dtype == np.float32 and x.flags.c_contiguous else (
                     np.ascontiguousarray(x, dtype=np.float32))
             else:  # (the other ranks' Reduce writes nothing: no buffer for them)
-                sums = (mean if not leader else session.buffer("two-level.sums", d)
-                        if session is not None else np.empty(d, dtype=np.float32))
+                sums = mean if not leader else reused(session, "two-level.sums", d)
                 if node.Get_size() > 1 or inner != "fp32":
                     self._node_sum(node, x, sums, st, session)
                 else:
@@ -258,8 +257,7 @@ class TwoLevel(Scheme):
         lo, hi = int(bounds[j]), int(bounds[j + 1])
         st = Stats(leader=j == 0)
         mean = _output(d, out, session, f"scheme {self.name}")
-        shard = (np.empty(hi - lo, dtype=np.float32) if session is None
-                 else session.buffer("two-level.shard", hi - lo))
+        shard = reused(session, "two-level.shard", hi - lo)
         t0 = MPI.Wtime()
         if k > 1 or self.p["inner"] != "fp32":
             self._node_sum(node, x, shard, st, session, counts)
@@ -327,12 +325,10 @@ class TwoLevel(Scheme):
             width = 4
         else:
             owner = "two-level.bf16"
-            words = to16("bf16", x, owner, out=None if session is None else session.buffer(
-                owner + ".send", d, np.uint16))
+            words = to16("bf16", x, owner, out=reused(session, owner + ".send", d, np.uint16))
             t1 = MPI.Wtime()
             st.encode_s += t1 - t0
-            total = (np.empty(n, dtype=np.uint16) if session is None
-                     else session.buffer(owner + ".recv", n, np.uint16))
+            total = reused(session, owner + ".recv", n, np.uint16)
             add_up(words, total, MPI.UINT16_T, sum16_op("bf16"))
             t2 = MPI.Wtime()
             st.comm_s += t2 - t1
